@@ -1,0 +1,159 @@
+"""The only module that chains the stages: data → features → fits → draws → evaluation → run dir."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .config import RunConfig
+from .data import data_facts, load_data
+from .evaluate import classification_scores, elbo_estimate, intercept_only_lppd, lppd_pointwise
+from .features import FeaturePipeline, build_features
+from .posterior import Draws, draw_weights, predict_draws
+from .rundir import SUMMARY, save_figure, staged_run_dir, write_json, write_npz
+from .train import fit
+from .types import Dataset, FeatureSet, FitResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """Everything a run has computed so far; stages read it and add to it."""
+
+    config: RunConfig
+    dataset: Dataset
+    features: FeatureSet
+    feature_pipeline: FeaturePipeline
+    fits: dict[str, FitResult] = field(default_factory=dict)
+    draws_train: dict[str, Draws] = field(default_factory=dict)
+    draws_test: dict[str, Draws] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    dir: Path | None = None
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape the numbers."""
+    out = {"python": platform.python_version(), "pyro_spam": __version__}
+    for pkg in ("torch", "pyro-ppl", "numpy", "scikit-learn", "arviz"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def prepare(config: RunConfig) -> RunContext:
+    """Load the data and build the features (fit on train only)."""
+    ds = load_data(config.data)
+    fs, pipe = build_features(ds, config.features, seed=config.train.seed)
+    ctx = RunContext(config=config, dataset=ds, features=fs, feature_pipeline=pipe)
+    ctx.summary["data"] = {
+        **data_facts(ds),
+        "n_train": int(fs.X_train.shape[0]),
+        "n_test": int(fs.X_test.shape[0]),
+        "components": fs.k,
+        "components_requested": config.features.components,
+        "components_capped": bool(pipe.capped_),
+        "explained_variance": fs.explained_variance,
+        "explained_variance_ratio": fs.explained_variance_ratio,
+        "feature_kind": config.features.kind,
+        "terms": list(fs.names),
+    }
+    return ctx
+
+
+def fit_all(ctx: RunContext, *, progress: bool = False) -> None:
+    """Fit one guide per requested ELBO type."""
+    for kind in ctx.config.elbos:
+        cfg = ctx.config.train_for(kind)
+        ctx.fits[kind] = fit(ctx.features.X_train, ctx.features.y_train, cfg, progress=progress)
+
+
+def evaluate_fits(ctx: RunContext) -> None:
+    """Draws from each guide, the ELBO on train and test, and held-out predictive scores."""
+    fs, cfg = ctx.features, ctx.config
+    baseline = intercept_only_lppd(fs.y_train, fs.y_test)
+    fits_summary: dict[str, Any] = {}
+    for kind, fr in ctx.fits.items():
+        w = draw_weights(fr.loc, fr.scale, cfg.num_draws, seed=cfg.train.seed + 1)
+        tr = predict_draws(w, fs.X_train, fs.y_train)
+        te = predict_draws(w, fs.X_test, fs.y_test)
+        ctx.draws_train[kind], ctx.draws_test[kind] = tr, te
+        e_tr = elbo_estimate(tr.loglik, fr.loc, fr.scale, cfg.train.prior_scale)
+        e_te = elbo_estimate(te.loglik, fr.loc, fr.scale, cfg.train.prior_scale)
+        n_te = fs.X_test.shape[0]
+        fits_summary[kind] = {
+            "engine": fr.engine,
+            "elbo_train": e_tr["elbo"],
+            "elbo_train_parts": e_tr,
+            "elbo_train_per_message": e_tr["elbo"] / fs.X_train.shape[0],
+            "elbo_test_per_message": e_te["elbo"] / n_te,
+            "elbo_test_parts": e_te,
+            "coef_names": list(fs.coef_names),
+            "loc": fr.loc,
+            "scale": fr.scale,
+            "test": {
+                "lppd_per_message": float(lppd_pointwise(te.loglik).mean()),
+                "intercept_only_lppd_per_message": baseline,
+                **classification_scores(te.mean_prob, fs.y_test),
+            },
+            "train": {"lppd_per_message": float(lppd_pointwise(tr.loglik).mean())},
+            "steps": fr.steps,
+            "stop_reason": fr.stop_reason,
+            "seconds": fr.seconds,
+            "final_lr": fr.extra.get("lr_final"),
+        }
+    ctx.summary["fits"] = fits_summary
+
+
+def figures(ctx: RunContext, out: Path) -> list[str]:
+    """Training curves and posterior weights as PNGs in ``out``."""
+    from .plots.training import plot_elbo_history, plot_weights
+
+    axes = plot_elbo_history(ctx.fits)
+    save_figure(axes[0].figure, out / "elbo_history.png")
+    ax = plot_weights(ctx.fits, ctx.features.coef_names, ctx.config.train.prior_scale)
+    save_figure(ax.figure, out / "weights.png")
+    return ["elbo_history.png", "weights.png"]
+
+
+def write_core_files(ctx: RunContext, out: Path) -> None:
+    """features.npz (exact model inputs), guide parameters and training histories."""
+    fs = ctx.features
+    write_npz(
+        out / "features.npz",
+        X_train=fs.X_train, y_train=fs.y_train, X_test=fs.X_test, y_test=fs.y_test,
+        train_idx=fs.train_idx, test_idx=fs.test_idx, names=np.array(fs.names, dtype=str),
+    )
+    for kind, fr in ctx.fits.items():
+        write_json(out / f"guide_{kind}.json", {
+            "elbo": kind, "engine": fr.engine, "coef_names": list(fs.coef_names),
+            "loc": fr.loc, "scale": fr.scale, "steps": fr.steps, "stop_reason": fr.stop_reason,
+            "history": fr.history.to_dict(),
+        })
+
+
+def run(config: RunConfig, out: Path, *, overwrite: bool = False, progress: bool = False) -> RunContext:
+    """A whole run into the directory ``out`` (created atomically)."""
+    t0 = time.perf_counter()
+    with staged_run_dir(Path(out), overwrite=overwrite) as stage:
+        ctx = prepare(config)
+        fit_all(ctx, progress=progress)
+        evaluate_fits(ctx)
+        ctx.dir = stage
+        ctx.summary["figures"] = figures(ctx, stage)
+        write_core_files(ctx, stage)
+        ctx.summary["meta"] = {"config": config.to_dict(), "seed": config.train.seed, "versions": versions()}
+        ctx.summary["timings"] = {"total_seconds": time.perf_counter() - t0}
+        write_json(stage / SUMMARY, ctx.summary)
+    ctx.dir = Path(out)
+    return ctx

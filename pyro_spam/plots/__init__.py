@@ -1,0 +1,1 @@
+"""Drawing only: every function takes ``ax=None`` (or a figure) and returns what it drew on."""

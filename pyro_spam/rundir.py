@@ -1,0 +1,129 @@
+"""Run directories: atomic file writes and all-or-nothing creation.
+
+A run is built in a hidden staging folder beside its destination and renamed into place only
+when every file is written, so a crash or Ctrl-C never leaves a half-written run. Single files
+added later (e.g. by ``pyro-spam compare``) are written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .errors import PyroSpamError
+
+SUMMARY = "summary.json"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder + rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic JSON (numpy values converted, NaN/inf written as null)."""
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Atomic uncompressed ``.npz`` (no object arrays: loadable with ``allow_pickle=False``)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Atomic PNG of a matplotlib figure; closes it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def check_destination(out: Path, *, overwrite: bool) -> None:
+    """Refuse a destination that already holds a run (unless ``overwrite``) or other files."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PyroSpamError(f"output path {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / SUMMARY).exists():
+            raise PyroSpamError(f"output directory {out} is not empty and holds no pyro-spam run; choose another --out")
+        if not overwrite:
+            raise PyroSpamError(f"output directory {out} already holds a run; pass --overwrite to replace it or choose another --out")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PyroSpamError(f"cannot create the output directory's parent {parent}: {exc.strerror}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PyroSpamError(f"output directory {out} cannot be written (no write permission in {parent})")
+
+
+@contextlib.contextmanager
+def staged_run_dir(out: Path, *, overwrite: bool) -> Iterator[Path]:
+    """Yield a staging folder; on success move it to ``out`` (replacing an old run), else delete it."""
+    out = Path(out)
+    check_destination(out, overwrite=overwrite)
+    parent = out.resolve().parent
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
+        os.replace(out, old / "run")
+    os.replace(stage, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
