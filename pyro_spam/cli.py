@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="fit the model on the default data or a course .npz and write a run directory")
     _add_run_args(p_run)
+    # Further subcommands register here: add_parser(...) plus an entry in COMMANDS below.
     return parser
 
 
@@ -116,6 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# Subcommand name → handler(args) -> exit code. Handlers raise PyroSpamError for user errors.
 COMMANDS = {"run": cmd_run}
 
 

@@ -16,6 +16,7 @@ importing this module works without the ``[embed]`` extra; using it then raises
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -280,11 +281,12 @@ def _as_encoder(
         limit = max_length or _default_max_length("", tokenizer_obj, encoder_obj)
         return Encoder(encoder_obj, tokenizer_obj, name, int(limit), bool(normalize), device)
     if isinstance(encoder, Encoder):
+        changes: dict[str, object] = {}
         if max_length is not None:
-            encoder.max_length = int(max_length)
+            changes["max_length"] = int(max_length)
         if normalize is not None:
-            encoder.normalize = bool(normalize)
-        return encoder
+            changes["normalize"] = bool(normalize)
+        return dataclasses.replace(encoder, **changes) if changes else encoder
     return load_encoder(encoder, device=device, max_length=max_length, normalize=normalize)
 
 

