@@ -37,10 +37,16 @@ def choose_k(cumulative: np.ndarray, target: float, cap: int = MAX_COMPONENTS) -
     return int(min(cap, cumulative.shape[0])), True
 
 
-def _standardise_params(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _standardise_params(a: np.ndarray, rel_tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and sds; a column whose sd is below ``rel_tol`` × the largest is constant.
+
+    Such columns (MiniLM has three, sd ≈ 1e-33…1e-8 against ≈ 0.03 elsewhere) hold only rounding
+    noise; dividing by their sd would blow that noise up to the size of real signal and make
+    the PCA depend on the storage dtype. They are centred and left unscaled (≈ 0).
+    """
     mean = a.mean(axis=0)
     std = a.std(axis=0)
-    std = np.where(std > 0, std, 1.0)  # a constant column stays constant (zero) after centring
+    std = np.where(std > rel_tol * max(float(std.max(initial=0.0)), np.finfo(float).tiny), std, 1.0)
     return mean, std
 
 

@@ -74,3 +74,15 @@ def test_k_above_embedding_dimension():
     ds = make_dataset(n=100, dim=4)
     with pytest.raises(ConfigError, match="exceeds the embedding dimension 4"):
         build_features(ds, FeatureConfig(components=6))
+
+
+def test_near_constant_columns_are_not_amplified():
+    """A column of rounding noise (sd 1e-9) is not scaled up to unit variance."""
+    ds = make_dataset(n=300, dim=8)
+    X = ds.X.copy()
+    X[:, 3] = 0.25 + 1e-9 * np.random.default_rng(0).normal(size=300)
+    pipe = FeaturePipeline(FeatureConfig(components=2)).fit(X)
+    assert pipe.in_std_[3] == 1.0
+    X2 = X.copy()
+    X2[:, 3] = 0.25
+    np.testing.assert_allclose(pipe.transform(X), FeaturePipeline(FeatureConfig(components=2)).fit(X2).transform(X2), atol=1e-5)
