@@ -1,6 +1,9 @@
 """``pyro-spam`` command line: parses, calls :mod:`pyro_spam.pipeline`, prints. No logic of its own.
 
-User errors print one line ``pyro-spam: error: …`` and exit with code 2.
+User errors print one line ``pyro-spam: error: …`` and exit with code 2. A run stopped by Ctrl-C
+during training still writes its run directory (fits so far + checkpoint), prints the summary and
+``pyro-spam: interrupted: … Continue with: pyro-spam run --resume DIR`` and exits with 130
+(128 + SIGINT, as shells report an interrupted command); Ctrl-C anywhere else exits 130 without output.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
-from .errors import PyroSpamError
+from .errors import ConfigError, PyroSpamError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+# Options that make up a run's configuration; with --resume they come from the run directory.
+CONFIG_OPTIONS = ("data", "components", "variance_target", "features", "test_size", "elbo", "engine",
+                  "particles", "batch_size", "steps", "lr", "prior_scale", "seed", "draws")
 
 
 def _components(text: str) -> int | str:
@@ -56,7 +63,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=None, help="run directory (default runs/run-<time>)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    g.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run with its saved configuration (written back to RUN_DIR unless --out)")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    g.add_argument("--nuts", action="store_true",
+                   help="then add the NUTS reference and the VI-vs-NUTS comparison (as `pyro-spam diagnose --nuts`; about a minute)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="fit the model on the default data or a course .npz and write a run directory")
     _add_run_args(p_run)
     # Further subcommands register here: add_parser(...) plus an entry in COMMANDS below.
+    _add_predict_parser(sub)
+    _add_embed_parser(sub)
+    _add_compare_parser(sub)
+    _add_diagnose_parser(sub)
     return parser
 
 
@@ -107,18 +122,145 @@ def format_run_summary(summary: dict[str, Any], out: Path) -> str:
     return "\n".join(lines)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import run
+def _refuse_config_with_resume(args: argparse.Namespace) -> None:
+    defaults = vars(build_parser().parse_args(["run"]))
+    changed = [f"--{d.replace('_', '-')}" for d in CONFIG_OPTIONS if getattr(args, d) != defaults[d]]
+    if changed:
+        raise ConfigError(
+            f"--resume continues a run with the configuration saved in {args.resume}; drop {', '.join(changed)} "
+            "(or start a new run with --out)"
+        )
 
-    config = _run_config(args)
-    out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
-    ctx = run(config, out, overwrite=args.overwrite, progress=not args.quiet)
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import resume_run, run
+
+    if args.resume is not None:
+        _refuse_config_with_resume(args)
+        out = args.out or args.resume
+        ctx = resume_run(args.resume, out, overwrite=args.overwrite, progress=not args.quiet)
+    else:
+        config = _run_config(args)
+        out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+        ctx = run(config, out, overwrite=args.overwrite, progress=not args.quiet)
     print(format_run_summary(ctx.summary, out))
+    stopped = [(k, f["steps"]) for k, f in ctx.summary["fits"].items() if f["stop_reason"] == "interrupted"]
+    if stopped:
+        kind, steps = stopped[0]
+        print(
+            f"pyro-spam: interrupted: the {kind} fit stopped after {steps} of {ctx.config.train.max_steps} steps; "
+            f"{out} holds the fit so far and a checkpoint. Continue with: pyro-spam run --resume {out}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    from .diagnostics import diagnose_run_dir, format_diagnostics
+
+    section = diagnose_run_dir(out, nuts=True, progress=not args.quiet) if args.nuts else ctx.summary.get("diagnostics")
+    if section:
+        print(format_diagnostics(section, out))
+    return 0
+
+
+def _add_predict_parser(sub: Any) -> None:
+    p = sub.add_parser("predict", help="score new messages with a run's saved model: p(spam), credible interval, verdict")
+    p.add_argument("model", type=Path, help="run directory or model file (model_<elbo>.npz)")
+    p.add_argument("messages", nargs="*", help="messages to score (put options before MODEL or after the messages)")
+    p.add_argument("--file", "-f", default=None, help="read messages from this file, one per line ('-' = stdin)")
+    p.add_argument("--embeddings", type=Path, default=None, help=".npz of precomputed embeddings (key X, optional msg) instead of text")
+    p.add_argument("--elbo", choices=("trace", "meanfield"), default=None, help="which model of a run directory (default meanfield)")
+    p.add_argument("--level", type=float, default=0.9, help="credible interval level (default 0.9)")
+    p.add_argument("--batch-size", type=int, default=64, help="messages per encoder batch (default 64)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import format_json, format_table, predict_messages, read_messages
+
+    messages = list(args.messages)
+    if args.file is not None:
+        try:
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PyroSpamError(f"cannot read messages from {args.file}: {exc}") from None
+        messages += read_messages(text)
+    report = predict_messages(args.model, messages, embeddings=args.embeddings, elbo=args.elbo, level=args.level,
+                              batch_size=args.batch_size, progress=not args.quiet)
+    print(format_json(report) if args.json else format_table(report))
+    return 0
+
+
+def _add_embed_parser(sub: Any) -> None:
+    p = sub.add_parser("embed", help="embed raw messages into a course-format .npz (mean-pooled Hugging Face encoder)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--collection", type=Path, help="raw SMS Spam Collection file (label<TAB>text per line) → course .npz for `run --data`")
+    src.add_argument("--messages", type=Path, help="unlabelled text file, one message per line → .npz for `predict --embeddings`")
+    p.add_argument("--encoder", default="minilm", help="'minilm' (bundled all-MiniLM-L6-v2), a local model folder or a cached HF name (e.g. albert-xlarge-v2)")
+    p.add_argument("--out", type=Path, required=True, help="output .npz")
+    p.add_argument("--batch-size", type=int, default=64, help="messages per encoder batch (default 64)")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage type of X (default float32)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .data import load_npz
+
+    t0 = time.perf_counter()
+    if args.collection is not None:
+        from .embed import embed_collection
+
+        out = embed_collection(args.collection, args.out, args.encoder, dtype=args.dtype, batch_size=args.batch_size,
+                               progress=not args.quiet, build_command=f"pyro-spam embed --collection {args.collection} --encoder {args.encoder} --dtype {args.dtype}")
+        ds = load_npz(out)
+        print(f"wrote {out}: {ds.n} messages ({int(ds.y.sum())} spam) × {ds.dim} dims, embedder {ds.embedder}, "
+              f"{args.dtype}, {time.perf_counter() - t0:.1f} s; train on it with: pyro-spam run --data {out}")
+    else:
+        from .predict import embed_message_file
+
+        out = embed_message_file(args.messages, args.out, args.encoder, dtype=args.dtype, batch_size=args.batch_size,
+                                 progress=not args.quiet)
+        print(f"wrote {out} ({args.dtype}, {time.perf_counter() - t0:.1f} s); score it with: "
+              f"pyro-spam predict RUN_DIR --embeddings {out}")
+    return 0
+
+
+def _add_compare_parser(sub: Any) -> None:
+    p = sub.add_parser("compare", help="add prior-sensitivity and model-size sweeps and the ELBO-estimator comparison to a run directory")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a directory written by `pyro-spam run`")
+    p.add_argument("--quick", action="store_true", help="smaller budgets (fewer K, particles and replicates): about a third of the time")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import format_compare_summary, run_compare
+
+    summary = run_compare(args.run_dir, quick=args.quick, progress=not args.quiet)
+    print(format_compare_summary(summary, args.run_dir))
+    return 0
+
+
+def _add_diagnose_parser(sub: Any) -> None:
+    p = sub.add_parser("diagnose", help="add ArviZ diagnostics (PSIS k̂ of q, LOO; with --nuts the NUTS reference) to a run directory")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a directory written by `pyro-spam run`")
+    p.add_argument("--nuts", action="store_true", help="run NUTS on the same model and features and compare it with VI")
+    p.add_argument("--chains", type=int, default=2, help="NUTS chains, run one after another (default 2)")
+    p.add_argument("--warmup", type=int, default=500, help="NUTS adaptation steps per chain (default 500)")
+    p.add_argument("--nuts-draws", type=int, default=1000, help="NUTS draws kept per chain (default 1000)")
+    p.add_argument("--seed", type=int, default=None, help="NUTS seed; chain c uses seed + c (default: the run's seed)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from .diagnostics import NutsOptions, diagnose_run_dir, format_diagnostics
+
+    options = NutsOptions(chains=args.chains, warmup=args.warmup, draws=args.nuts_draws, seed=args.seed)
+    section = diagnose_run_dir(args.run_dir, nuts=args.nuts, options=options, progress=not args.quiet)
+    print(format_diagnostics(section, args.run_dir))
     return 0
 
 
 # Subcommand name → handler(args) -> exit code. Handlers raise PyroSpamError for user errors.
-COMMANDS = {"run": cmd_run}
+COMMANDS = {"run": cmd_run, "predict": cmd_predict, "embed": cmd_embed, "compare": cmd_compare, "diagnose": cmd_diagnose}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,8 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pyro-spam: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("pyro-spam: interrupted", file=sys.stderr)
-        return 130
+        print("pyro-spam: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,8 +24,8 @@ def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
 def _positive(name: str, value: float, *, integer: bool = False) -> None:
     if integer and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{name} must be a whole number (got {value!r})")
-    if not value > 0:  # also catches NaN
-        raise ConfigError(f"{name} must be positive (got {value!r})")
+    if not (value > 0 and math.isfinite(value)):  # also catches NaN and inf
+        raise ConfigError(f"{name} must be a positive finite number (got {value!r})")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Load and validate course-format ``.npz`` files (keys ``X``, ``y``, ``msg``); split them.
 
-Label policy: numbers 0/1 (any int, float or bool dtype) and the strings ``"ham"``/``"spam"``
-(any case) are accepted; anything else is an error. ``X`` may be float16/32/64 and is used as
+Label policy: numbers 0/1 (any int, float or bool dtype: ``True`` is spam) and the strings
+``"ham"``/``"spam"`` (any case, surrounding blanks ignored, unicode or bytes) are accepted;
+anything else is an error, including other numbers, NaN and strings such as ``"0"``/``"1"``. ``X`` may be float16/32/64 and is used as
 float32.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from importlib import resources
 from pathlib import Path
 
@@ -52,11 +54,13 @@ def load_npz(path: str | Path) -> Dataset:
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"data file {path} does not exist")
+        raise DataError(f"data file {path} does not exist; check the --data path")
     if path.is_dir():
         raise DataError(f"data path {path} is a directory; pass a course-format .npz file")
+    _check_is_npz(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        # Our own file handle: np.load leaks its handle when the zip directory is unreadable.
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             keys = set(npz.files)
             missing = [k for k in REQUIRED_KEYS if k not in keys]
             if missing:
@@ -75,9 +79,32 @@ def load_npz(path: str | Path) -> Dataset:
                 "unpickle; re-save it with np.savez(..., msg=msg.astype(str))"
             ) from None
         raise DataError(f"{path} is not a readable .npz file ({exc})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"{path} is not a readable .npz file ({type(exc).__name__}: {exc}); it may be truncated: re-create it"
+        ) from None
     return validate(X, y_raw, msg_raw, source=str(path), embedder=embedder)
+
+
+def _check_is_npz(path: Path) -> None:
+    """Refuse files that are not zip archives before numpy guesses (it would call a text file a pickle)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise DataError(f"cannot read data file {path} ({exc.strerror or exc}); check its permissions") from None
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return
+    if head == b"\x93NUMPY":
+        kind = "a single .npy array"
+    elif not head:
+        kind = "empty"
+    else:
+        kind = "not a .npz (zip) archive"
+    raise DataError(
+        f"{path} is {kind}; pass a course-format .npz holding X (N×D embeddings), y (N labels 0/1) and msg "
+        "(N strings), e.g. written with np.savez(path, X=X, y=y, msg=msg)"
+    )
 
 
 def _optional_str(npz: np.lib.npyio.NpzFile, key: str) -> str | None:
@@ -91,18 +118,23 @@ def validate(X: np.ndarray, y: np.ndarray, msg: np.ndarray, *, source: str, embe
     """Check shapes, dtypes and values; return a clean float32 :class:`Dataset`."""
     X = np.asarray(X)
     if X.ndim != 2:
-        raise DataError(f"X in {source} must be 2-D (messages × embedding dims), got shape {X.shape}")
+        raise DataError(
+            f"X in {source} must be 2-D (messages × embedding dims), got shape {X.shape}; "
+            "store one embedding row per message"
+        )
     if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
-        raise DataError(f"X in {source} must be numeric, got dtype {X.dtype}")
+        raise DataError(f"X in {source} must be numeric, got dtype {X.dtype}; store the embeddings as floats")
     if X.shape[0] == 0 or X.shape[1] == 0:
-        raise DataError(f"X in {source} is empty (shape {X.shape})")
-    X = X.astype(np.float32)
+        raise DataError(f"X in {source} is empty (shape {X.shape}); it needs at least one message and one dimension")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf, reported just below
+        X = X.astype(np.float32)
     bad = ~np.isfinite(X)
     if bad.any():
         rows = np.unique(np.nonzero(bad)[0])
         raise DataError(
             f"X in {source} holds {int(bad.sum())} NaN/inf value(s) in {rows.size} row(s) "
-            f"(first rows: {rows[:5].tolist()}); fix or drop those messages"
+            f"(first rows: {rows[:5].tolist()}; values beyond the float32 range count as inf); "
+            "fix or drop those messages"
         )
     y = _labels(np.asarray(y), source)
     msg = _messages(np.asarray(msg), source)
@@ -126,39 +158,39 @@ def validate(X: np.ndarray, y: np.ndarray, msg: np.ndarray, *, source: str, embe
 
 def _labels(y: np.ndarray, source: str) -> np.ndarray:
     if y.ndim != 1:
-        raise DataError(f"y in {source} must be 1-D (one label per message), got shape {y.shape}")
+        raise DataError(f"y in {source} must be 1-D (one label per message), got shape {y.shape}; flatten it")
     if y.dtype.kind in "US":
         text = np.char.lower(np.char.strip(y.astype(str)))
         ok = np.isin(text, ("ham", "spam"))
         if not ok.all():
             raise DataError(
                 f"y in {source} holds label(s) other than 'ham'/'spam' or 0/1: "
-                f"{sorted(set(text[~ok].tolist()))[:5]}"
+                f"{sorted(set(text[~ok].tolist()))[:5]}; use 0/1 numbers or the strings 'ham'/'spam'"
             )
         return (text == "spam").astype(np.float32)
     if y.dtype.kind not in "biuf":
-        raise DataError(f"y in {source} must hold 0/1 labels, got dtype {y.dtype}")
+        raise DataError(f"y in {source} must hold 0/1 labels, got dtype {y.dtype}; store them as numbers 0/1 or 'ham'/'spam'")
     yf = y.astype(np.float64)
     ok = (yf == 0) | (yf == 1)
     if not ok.all():
         bad = np.unique(yf[~ok])
         raise DataError(
             f"y in {source} must be 0.0 (ham) or 1.0 (spam); found {bad[:5].tolist()} "
-            f"in {int((~ok).sum())} row(s)"
+            f"in {int((~ok).sum())} row(s); map the labels to 0/1 (or 'ham'/'spam')"
         )
     return yf.astype(np.float32)
 
 
 def _messages(msg: np.ndarray, source: str) -> np.ndarray:
     if msg.ndim != 1:
-        raise DataError(f"msg in {source} must be 1-D (one string per message), got shape {msg.shape}")
+        raise DataError(f"msg in {source} must be 1-D (one string per message), got shape {msg.shape}; flatten it")
     if msg.dtype.kind == "S":
         try:
             msg = np.array([m.decode("utf-8") for m in msg.tolist()], dtype=str)
         except UnicodeDecodeError as exc:
             raise DataError(f"msg in {source} is not valid UTF-8 ({exc}); re-encode the messages as UTF-8") from None
     elif msg.dtype.kind != "U":
-        raise DataError(f"msg in {source} must hold strings, got dtype {msg.dtype}")
+        raise DataError(f"msg in {source} must hold strings, got dtype {msg.dtype}; store the message texts (msg.astype(str))")
     empty = np.nonzero(np.char.str_len(np.char.strip(msg)) == 0)[0]
     if empty.size:
         raise DataError(
@@ -174,7 +206,10 @@ def stratified_split(y: np.ndarray, *, test_size: float = 0.2, seed: int = 0) ->
     try:
         tr, te = train_test_split(idx, test_size=test_size, random_state=seed, stratify=y)
     except ValueError as exc:
-        raise DataError(f"cannot split {y.shape[0]} messages with test_size={test_size}: {exc}") from None
+        raise DataError(
+            f"too few messages to split: cannot split {y.shape[0]} messages with test_size={test_size} ({exc}); "
+            "use more messages or a test size that leaves both classes on each side"
+        ) from None
     return np.sort(tr), np.sort(te)
 
 

@@ -13,11 +13,16 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
+from .checkpoint import Checkpoint, load_checkpoint, stage_checkpoint
 from .config import RunConfig
 from .data import data_facts, load_data
+from .diagnostics import stage_arviz
 from .evaluate import classification_scores, elbo_estimate, intercept_only_lppd, lppd_pointwise
+from .evaluation_stage import stage_evaluation
 from .features import FeaturePipeline, build_features
+from .modelfile import stage_model_files
 from .posterior import Draws, draw_weights, predict_draws
+from .report import stage_report
 from .rundir import SUMMARY, save_figure, staged_run_dir, write_json, write_npz
 from .train import fit
 from .types import Dataset, FeatureSet, FitResult
@@ -71,11 +76,18 @@ def prepare(config: RunConfig) -> RunContext:
     return ctx
 
 
-def fit_all(ctx: RunContext, *, progress: bool = False) -> None:
-    """Fit one guide per requested ELBO type."""
+def fit_all(ctx: RunContext, *, progress: bool = False, resume: Checkpoint | None = None) -> None:
+    """Fit one guide per requested ELBO type, continuing from ``resume``; stop after an interrupted fit."""
     for kind in ctx.config.elbos:
+        saved = resume.fits.get(kind) if resume is not None else None
+        if saved is not None and saved.complete:
+            ctx.fits[kind] = saved.to_fit_result()
+            continue
         cfg = ctx.config.train_for(kind)
-        ctx.fits[kind] = fit(ctx.features.X_train, ctx.features.y_train, cfg, progress=progress)
+        ctx.fits[kind] = fit(ctx.features.X_train, ctx.features.y_train, cfg, progress=progress,
+                             resume=None if saved is None else saved.state)
+        if ctx.fits[kind].stop_reason == "interrupted":
+            break
 
 
 def evaluate_fits(ctx: RunContext) -> None:
@@ -142,21 +154,57 @@ def stage_core_files(ctx: RunContext) -> None:
         })
 
 
+def stage_crosscheck(ctx: RunContext) -> None:
+    """Pyro versus the manual ELBO at the fitted guide: rows in summary["crosscheck"] + a figure."""
+    from .crosscheck import elbo_replicates, mc_kl_error_vs_s, run_crosscheck, summarize_replicates
+    from .plots.crosscheck import plot_crosscheck
+
+    kind = "meanfield" if "meanfield" in ctx.fits else next(iter(ctx.fits))
+    fr, cfg, fs = ctx.fits[kind], ctx.config.train, ctx.features
+    common = dict(particles=cfg.particles, prior_scale=cfg.prior_scale, seed=cfg.seed)
+    reps = elbo_replicates(fs.X_train, fs.y_train, fr.loc, fr.scale, n_rep=CROSSCHECK_REPLICATES, **common)
+    kl_err = mc_kl_error_vs_s(fr.loc, fr.scale, reps=200, prior_scale=cfg.prior_scale, seed=cfg.seed)
+    rows = run_crosscheck(fs.X_train, fs.y_train, fr.loc, fr.scale, replicates=reps, kl_error=kl_err,
+                          n_batches=CROSSCHECK_BATCHES, **common)
+    ctx.summary["crosscheck"] = rows
+    ctx.summary["crosscheck_info"] = {
+        "guide": kind, "all_agree": all(r["agree"] for r in rows), "mc_kl_slope": kl_err.slope,
+        "mc_kl_S": kl_err.S, "mc_kl_rms": kl_err.rms,
+    }
+    fig = plot_crosscheck(summarize_replicates(reps), kl_err)
+    save_figure(fig, ctx.dir / "crosscheck.png")
+    ctx.summary.setdefault("figures", []).append("crosscheck.png")
+
+
+CROSSCHECK_REPLICATES = 50
+CROSSCHECK_BATCHES = 100
+
+
 # Stages after fitting and evaluation, in order. Each takes the RunContext, writes its files into
 # ctx.dir (atomically, via rundir helpers) and adds its numbers to ctx.summary. Add new stages here.
 RUN_STAGES: list[Callable[[RunContext], None]] = [
     stage_figures,
     stage_core_files,
+    stage_crosscheck,
+    stage_model_files,
+    stage_checkpoint,
+    stage_evaluation,
+    stage_arviz,
+    stage_report,  # keep last: renders report.md/html from everything above
 ]
 
 
-def run(config: RunConfig, out: Path, *, overwrite: bool = False, progress: bool = False) -> RunContext:
+def run(
+    config: RunConfig, out: Path, *, overwrite: bool = False, progress: bool = False, resume: Checkpoint | None = None
+) -> RunContext:
     """A whole run into the directory ``out`` (created atomically: all files or none)."""
     t0 = time.perf_counter()
     with staged_run_dir(Path(out), overwrite=overwrite) as stage:
         ctx = prepare(config)
+        if resume is not None:
+            resume.check_features(ctx.features)
         ctx.dir = stage
-        fit_all(ctx, progress=progress)
+        fit_all(ctx, progress=progress, resume=resume)
         evaluate_fits(ctx)
         ctx.summary["meta"] = {"config": config.to_dict(), "seed": config.train.seed, "versions": versions()}
         for stage_fn in RUN_STAGES:
@@ -165,3 +213,26 @@ def run(config: RunConfig, out: Path, *, overwrite: bool = False, progress: bool
         write_json(stage / SUMMARY, ctx.summary)
     ctx.dir = Path(out)
     return ctx
+
+
+def resume_run(run_dir: Path, out: Path | None = None, *, overwrite: bool = False, progress: bool = False) -> RunContext:
+    """Continue an interrupted run from its checkpoint, with its saved configuration, to its full budget.
+
+    The result replaces ``run_dir`` atomically (or goes to ``out``). Raises ``ModelFileError`` for a
+    missing, corrupt or mismatched checkpoint and ``ConfigError`` when there is nothing to resume.
+    """
+    from .errors import ConfigError, DataError
+
+    ckpt = load_checkpoint(run_dir)
+    if ckpt.finished:
+        done = ", ".join(f"{k}: {f.stop_reason} after {f.steps} steps" for k, f in ckpt.fits.items())
+        raise ConfigError(f"run {run_dir} is complete ({done}); nothing to resume. Start a new run with --out NEW_DIR")
+    data = ckpt.config.data
+    if data is not None and not Path(data).exists():
+        raise DataError(
+            f"run {run_dir} was trained on {data}, which does not exist from {Path.cwd()}; "
+            "resume from the directory the run was started in (or restore the file)"
+        )
+    out = Path(run_dir) if out is None else Path(out)
+    same = out.resolve() == Path(run_dir).resolve()
+    return run(ckpt.config, out, overwrite=same or overwrite, progress=progress, resume=ckpt)

@@ -24,6 +24,17 @@ from .errors import PyroSpamError
 SUMMARY = "summary.json"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create private (0600/0700) entries; run files get the usual umask-based modes.
+_FILE_MODE = 0o666 & ~_current_umask()
+_DIR_MODE = 0o777 & ~_current_umask()
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -48,6 +59,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -93,19 +105,28 @@ def check_destination(out: Path, *, overwrite: bool) -> None:
     """Refuse a destination that already holds a run (unless ``overwrite``) or other files."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise PyroSpamError(f"output path {out} exists and is not a directory")
+        raise PyroSpamError(f"output path {out} exists and is not a directory; choose another --out")
     if out.is_dir() and any(out.iterdir()):
         if not (out / SUMMARY).exists():
             raise PyroSpamError(f"output directory {out} is not empty and holds no pyro-spam run; choose another --out")
         if not overwrite:
             raise PyroSpamError(f"output directory {out} already holds a run; pass --overwrite to replace it or choose another --out")
     parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PyroSpamError(f"cannot create the output directory's parent {parent}: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PyroSpamError(f"output directory {out} cannot be written (no write permission in {parent})")
+    existing = next(p for p in (parent, *parent.parents) if p.exists())  # nothing is created here
+    if not existing.is_dir():
+        raise PyroSpamError(f"cannot create the output directory {out}: {existing} is a file; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PyroSpamError(
+            f"output directory {out} cannot be written (no write permission in {existing}); choose another --out"
+        )
+
+
+def _make_parents(parent: Path) -> list[Path]:
+    """Create ``parent`` and its missing ancestors; return the ones created (deepest last)."""
+    missing = [p for p in (parent, *parent.parents) if not p.exists()][::-1]
+    for p in missing:
+        p.mkdir()
+    return missing
 
 
 @contextlib.contextmanager
@@ -114,11 +135,21 @@ def staged_run_dir(out: Path, *, overwrite: bool) -> Iterator[Path]:
     out = Path(out)
     check_destination(out, overwrite=overwrite)
     parent = out.resolve().parent
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=parent))
+    created: list[Path] = []
+    try:  # os.access cannot see read-only mounts, ACLs or root's view: trying is the real test
+        created = _make_parents(parent)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=parent))
+        os.chmod(stage, _DIR_MODE)
+    except OSError as exc:
+        _remove_dirs(created)
+        raise PyroSpamError(
+            f"output directory {out} cannot be written ({exc.strerror or exc} in {parent}); choose another --out"
+        ) from None
     try:
         yield stage
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        _remove_dirs(created)  # a failed run leaves nothing behind, not even the folders made for it
         raise
     old = None
     if out.exists():
@@ -127,3 +158,9 @@ def staged_run_dir(out: Path, *, overwrite: bool) -> Iterator[Path]:
     os.replace(stage, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_dirs(created: list[Path]) -> None:
+    for p in reversed(created):
+        with contextlib.suppress(OSError):
+            p.rmdir()

@@ -12,6 +12,11 @@ like it step for step:
   ``pyro.set_rng_seed(cfg.seed)``; mini-batches come from a second generator seeded with
   ``cfg.seed``, as in ``fit_svi``. So with the same config both engines see the same noise and
   the same batches, and differ only by float32 rounding.
+* resuming works like ``fit_svi``'s non-exact resume: start from the saved loc/scale, schedule
+  and history with a fresh Adam, noise reseeded with ``cfg.seed + steps done`` (so the first
+  steps' noise is not replayed) and the batch stream replayed to the step reached. The engine
+  records no optimiser/RNG state, so ``FitResult.state`` is None (the checkpoint builds the
+  resume state from loc, scale, history and ``extra``).
 
 ``cfg.elbo`` picks the variant: ``"trace"`` → Monte Carlo KL inside the expectation,
 ``"meanfield"`` → analytic KL (see :func:`elbo_manual.elbo`).
@@ -36,8 +41,8 @@ from .errors import ConfigError, TrainingError
 from .schedule import PlateauSchedule
 from .types import ElboHistory, FitResult
 
-if TYPE_CHECKING:  # train.py imports Pyro; only its plain TrainState type is needed, duck-typed at run time
-    from .train import TrainState
+if TYPE_CHECKING:  # only for annotations: resume states are read by attribute
+    from .checkpoint import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,10 @@ def fit_manual(
     t0 = time.perf_counter()
     n, k = x.shape
     if cfg.batch_size is not None and cfg.batch_size > n:
-        raise ConfigError(f"batch size {cfg.batch_size} exceeds the {n} training messages")
+        raise ConfigError(
+            f"batch size {cfg.batch_size} exceeds the {n} training messages; "
+            f"pass --batch-size {n} or less, or 'full'"
+        )
     if cfg.elbo not in em.ELBO_KINDS:
         raise ConfigError(f"elbo must be one of: {', '.join(em.ELBO_KINDS)} (got {cfg.elbo!r})")
     xt = torch.as_tensor(x, dtype=torch.float32)
@@ -92,6 +100,7 @@ def fit_manual(
         scale0 = torch.as_tensor(resume.scale, dtype=torch.float32).clone()
         prev_hist = resume.history
         sched.lr, sched.decays_done = resume.lr, resume.decays_done
+        sched.events = list(getattr(resume, "events", []))
     else:
         loc0 = torch.zeros(k1)
         scale0 = torch.full((k1,), cfg.init_scale)
@@ -99,8 +108,11 @@ def fit_manual(
     loc = loc0.requires_grad_(True)
     log_scale = torch.log(scale0).requires_grad_(True)
     opt = torch.optim.Adam([loc, log_scale], lr=sched.lr)
-    noise_gen = torch.Generator().manual_seed(cfg.seed)
+    start = len(prev_hist) if prev_hist is not None else 0
+    noise_gen = torch.Generator().manual_seed(cfg.seed + start)  # as fit_svi: do not replay the first steps' noise
     batches = _batches(n, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
+    for _ in range(start):  # the batch stream is a function of (seed, step): replay it to where we stopped
+        next(batches)
 
     def neg_elbo(loc_: Tensor, log_scale_: Tensor, eps: Tensor, xb: Tensor, yb: Tensor) -> tuple[Tensor, em.ElboParts]:
         parts = em.elbo(cfg.elbo, loc_, torch.exp(log_scale_), eps, xb, yb, n_total=n, prior_scale=cfg.prior_scale)
@@ -108,7 +120,6 @@ def fit_manual(
 
     grad_fn = grad(neg_elbo, argnums=(0, 1), has_aux=True)
 
-    start = len(prev_hist) if prev_hist is not None else 0
     total = cfg.max_steps
     lls = np.empty(total, dtype=np.float64)
     kls = np.empty(total, dtype=np.float64)
@@ -133,7 +144,9 @@ def fit_manual(
             opt.step()
             lls[step], kls[step], lrs[step] = ll, kl, sched.lr
             elbos[step] = ll - kl
-            last = (loc.detach().numpy().copy(), torch.exp(log_scale.detach()).numpy().copy())
+            snap = (loc.detach().numpy().copy(), torch.exp(log_scale.detach()).numpy().copy())
+            _check_params(step, snap, last)
+            last = snap
             done = step + 1
             bar.update(1)
             verdict = sched.update(step, elbos)
@@ -159,16 +172,32 @@ def fit_manual(
         scale=np.asarray(scale_np, dtype=np.float64),
         history=hist,
         steps=done,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - t0 + float(getattr(resume, "seconds", 0.0) if resume is not None else 0.0),
         stop_reason=stop_reason,
         extra={"lr_final": sched.lr, "decays_done": sched.decays_done, "lr_events": sched.events},
     )
 
 
+def _check_params(step: int, snap: tuple[np.ndarray, np.ndarray], last: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """Raise :class:`TrainingError` if the update at ``step`` left a non-finite or zero scale or loc."""
+    for name, arr in (("loc", snap[0]), ("scale", snap[1])):
+        bad = ~np.isfinite(arr) if name == "loc" else ~(np.isfinite(arr) & (arr > 0))
+        if bad.any():
+            raise TrainingError(
+                f"the update at step {step} made {name}[{int(np.flatnonzero(bad)[0])}] = {arr[bad][0]}; "
+                f"{_last_finite(last)}. Try a smaller learning rate or prior scale."
+            )
+
+
+def _last_finite(last: tuple[np.ndarray, np.ndarray] | None) -> str:
+    if last is None:
+        return "no finite step yet"
+    return f"last finite loc={np.round(last[0], 4).tolist()}, scale={np.round(last[1], 4).tolist()}"
+
+
 def _raise_nonfinite(step: int, loglik: float, kl: float, last: tuple[np.ndarray, np.ndarray] | None) -> None:
     term = "likelihood" if not math.isfinite(loglik) else "KL"
-    where = "no finite step yet" if last is None else f"last finite loc={np.round(last[0], 4).tolist()}, scale={np.round(last[1], 4).tolist()}"
     raise TrainingError(
-        f"the ELBO became non-finite at step {step} (loglik={loglik}, kl={kl}); the {term} term failed; {where}. "
+        f"the ELBO became non-finite at step {step} (loglik={loglik}, kl={kl}); the {term} term failed; {_last_finite(last)}. "
         "Try a smaller learning rate or prior scale."
     )

@@ -126,6 +126,9 @@ class FitResult:
         ``"converged"``, ``"max_steps"`` or ``"interrupted"``.
     extra : dict
         Engine-specific details (e.g. learning-rate decays).
+    state : pyro_spam.checkpoint.TrainState or None
+        What an exact resume needs (optimiser and RNG states); written to the run's checkpoint,
+        not a result to report.
     """
 
     elbo: str
@@ -137,3 +140,4 @@ class FitResult:
     seconds: float
     stop_reason: str
     extra: dict[str, Any] = field(default_factory=dict)
+    state: Any = field(default=None, repr=False)

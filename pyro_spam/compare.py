@@ -1,0 +1,583 @@
+"""Studies that refit the model on a finished run: prior sensitivity, model size, ELBO estimators.
+
+``pyro-spam compare RUN_DIR`` (:func:`run_compare`) adds three studies to a run directory:
+
+* **prior sensitivity** (:func:`prior_sensitivity`): held-out lppd and weights for prior scales
+  0.1, 1 and 10 on the run's own features;
+* **model size** (:func:`model_size_sweep`): held-out lppd for K = 1…15 with polynomial
+  (``x_j^j``) versus linear (``x_j``) terms;
+* **ELBO estimators** (:func:`estimator_variance`, :func:`training_curves`): at fixed guide
+  parameters (initial and fitted), the variance of the ELBO estimate and of its gradient for
+  Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` and the hand-written
+  :mod:`pyro_spam.elbo_manual` (both KL variants), for S = 1, 4, 16, 64, 256 particles; and the
+  training curves of each.
+
+The sweeps refit the model tens of times, so they use the fast path: the plain-torch manual
+engine with the analytic KL, few particles, full batches, a shorter convergence window and warm
+starts (the fit for K+1 terms starts from the fit for K, since the first K columns do not
+change; each prior scale starts from the run's fit). :class:`CompareSettings` holds these
+settings; they are written to ``summary.json`` and quoted in the report.
+
+Python use::
+
+    from pyro_spam.compare import run_compare
+    result = run_compare("runs/my-run", quick=True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from . import elbo_manual as em
+from .config import MAX_COMPONENTS, FeatureConfig, RunConfig, TrainConfig
+from .data import load_data
+from .errors import PyroSpamError
+from .evaluate import intercept_only_lppd, lppd_pointwise
+from .features import build_features
+from .guide import LOC, SCALE, make_guide
+from .model import model
+from .posterior import draw_weights, predict_draws
+from .rundir import SUMMARY, read_json, save_figure, write_json, write_npz
+from .train import TrainState, fit, make_elbo, torch_threads
+from .types import Dataset, ElboHistory
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CompareSettings",
+    "FULL",
+    "QUICK",
+    "ESTIMATORS",
+    "heldout_lppd",
+    "prior_sensitivity",
+    "sweep_features",
+    "model_size_sweep",
+    "estimator_draws",
+    "estimator_variance",
+    "training_curves",
+    "run_compare",
+]
+
+#: The four ELBO estimators compared: (label, implementation, KL variant).
+ESTIMATORS: tuple[tuple[str, str, str], ...] = (
+    ("Pyro Trace_ELBO", "pyro", "trace"),
+    ("Pyro TraceMeanField_ELBO", "pyro", "meanfield"),
+    ("manual MC KL", "manual", "trace"),
+    ("manual analytic KL", "manual", "meanfield"),
+)
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """Budgets of the refitting studies.
+
+    sweep_particles : int, default=8
+        Monte Carlo particles per step in the prior and model-size sweeps.
+    sweep_max_steps : int, default=1500
+    sweep_window, sweep_tol : int, float, default=30, 1.0
+        Convergence window (steps) and plateau threshold (nats) of the sweeps (the run's default
+        is 100 steps and 0.5 nats).
+    sweep_lr : float, default=0.05
+    sweep_draws : int, default=1000
+        Guide draws for each held-out lppd.
+    prior_scales : tuple of float, default=(0.1, 1.0, 10.0)
+    ks : tuple of int or None, default=None
+        Model sizes K of the sweep; None means 1…min(15, dim).
+    est_S : tuple of int, default=(1, 4, 16, 64, 256)
+        Particle counts of the estimator-variance study.
+    est_reps : int, default=64
+        Independent estimates per (estimator, guide, S); a variance has a relative standard
+        error of about sqrt(2 / (reps − 1)) (18 % at 64); ratios within a pair share noise and
+        are much tighter (paired bootstrap interval).
+    curve_particles, curve_max_steps : int or None, default=None
+        Particles and step budget of the training curves; None uses the run's.
+    bootstrap : int, default=1000
+        Bootstrap resamples for the confidence interval of variance ratios.
+    """
+
+    sweep_particles: int = 8
+    sweep_max_steps: int = 1500
+    sweep_window: int = 30
+    sweep_tol: float = 1.0
+    sweep_lr: float = 0.05
+    sweep_draws: int = 1000
+    prior_scales: tuple[float, ...] = (0.1, 1.0, 10.0)
+    ks: tuple[int, ...] | None = None
+    est_S: tuple[int, ...] = (1, 4, 16, 64, 256)
+    est_reps: int = 64
+    curve_particles: int | None = None
+    curve_max_steps: int | None = None
+    bootstrap: int = 1000
+
+
+FULL = CompareSettings()
+QUICK = CompareSettings(
+    sweep_particles=4, sweep_max_steps=600, sweep_draws=500, ks=(1, 2, 3, 5, 8, 12, 15),
+    est_reps=30, curve_particles=16, curve_max_steps=400, bootstrap=300,
+)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def heldout_lppd(loc: np.ndarray, scale: np.ndarray, x: np.ndarray, y: np.ndarray, n_draws: int, seed: int) -> dict[str, Any]:
+    """Held-out log pointwise predictive density per message and its standard error.
+
+    Returns ``lppd`` (mean over messages, nats), ``se`` (sd of the pointwise values / sqrt(n))
+    and ``pointwise`` (n,), for paired comparisons between models on the same messages.
+    """
+    d = predict_draws(draw_weights(np.asarray(loc), np.asarray(scale), n_draws, seed), x, y)
+    pw = lppd_pointwise(d.loglik)
+    return {"lppd": float(pw.mean()), "se": float(pw.std(ddof=1) / math.sqrt(pw.size)), "pointwise": pw}
+
+
+def _sweep_config(base: TrainConfig, s: CompareSettings, **over: Any) -> TrainConfig:
+    return dataclasses.replace(
+        base, engine="manual", elbo="meanfield", particles=s.sweep_particles, batch_size=None,
+        max_steps=s.sweep_max_steps, lr=s.sweep_lr, window=s.sweep_window, tol=s.sweep_tol, **over,
+    )
+
+
+def _warm(loc: np.ndarray, scale: np.ndarray, cfg: TrainConfig) -> TrainState:
+    """A fresh fit (empty history, initial learning rate) that starts from ``(loc, scale)``."""
+    empty = np.empty(0)
+    return TrainState(loc=np.asarray(loc, dtype=np.float64), scale=np.asarray(scale, dtype=np.float64),
+                      history=ElboHistory(empty, empty, empty, empty), lr=cfg.lr, decays_done=0)
+
+
+def _fit_row(fr, lp: Mapping[str, Any]) -> dict[str, Any]:
+    tail = fr.history.elbo[-max(1, fr.steps // 10) :]  # the last tenth of the steps: the plateau
+    return {"lppd": lp["lppd"], "se": lp["se"], "elbo": float(np.mean(tail)),
+            "steps": fr.steps, "seconds": fr.seconds, "stop_reason": fr.stop_reason,
+            "loc": fr.loc, "scale": fr.scale}
+
+
+def _paired_se(a: np.ndarray, b: np.ndarray) -> float:
+    d = a - b
+    return float(d.std(ddof=1) / math.sqrt(d.size))
+
+
+# ---------------------------------------------------------------- 6. prior sensitivity
+
+
+def prior_sensitivity(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    base: TrainConfig,
+    settings: CompareSettings = FULL,
+    *,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
+    coef_names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Refit with each prior scale in ``settings.prior_scales`` and score on the test set.
+
+    Each fit starts from ``init`` (e.g. the run's guide) when given, else from the prior mean.
+
+    Returns
+    -------
+    dict
+        ``rows``: per scale ``prior_scale, lppd, se, elbo, steps, seconds, loc, scale, kl_total``
+        and ``diff_vs_1`` / ``diff_se`` (paired lppd difference to scale 1, when 1 is swept);
+        ``coef_names``; ``best`` (the scale with the largest lppd).
+    """
+    from .evaluate import kl_normal
+
+    rows, pointwise = [], {}
+    for i, ps in enumerate(tqdm(settings.prior_scales, desc="prior scales", disable=not progress, leave=False)):
+        cfg = _sweep_config(base, settings, prior_scale=float(ps))
+        with torch_threads(1):
+            fr = fit(X_train, y_train, cfg, resume=_warm(*init, cfg) if init is not None else None)
+        lp = heldout_lppd(fr.loc, fr.scale, X_test, y_test, settings.sweep_draws, seed=base.seed + 7)
+        pointwise[float(ps)] = lp["pointwise"]
+        rows.append({"prior_scale": float(ps), **_fit_row(fr, lp), "kl_total": float(kl_normal(fr.loc, fr.scale, ps).sum())})
+    if 1.0 in pointwise:
+        for r in rows:
+            r["diff_vs_1"] = float(np.mean(pointwise[r["prior_scale"]] - pointwise[1.0]))
+            r["diff_se"] = _paired_se(pointwise[r["prior_scale"]], pointwise[1.0])
+    best = max(rows, key=lambda r: r["lppd"])["prior_scale"]
+    return {"rows": rows, "best": best, "coef_names": list(coef_names) if coef_names is not None else None}
+
+
+# ---------------------------------------------------------------- 7. model size
+
+
+def sweep_features(ds: Dataset, feature_config: FeatureConfig, k_max: int, *, seed: int):
+    """The run's split and feature pipeline with ``k_max`` components, for every kind of term.
+
+    Returns ``{kind: FeatureSet}``. The first K columns of a ``k_max`` feature set equal the
+    features built with K components (PCA components, and each term's standardisation, do not
+    depend on how many components are kept), so one pipeline per kind serves the whole sweep.
+    """
+    out = {}
+    for kind in ("polynomial", "linear"):
+        cfg = dataclasses.replace(feature_config, components=int(k_max), kind=kind)
+        out[kind], _ = build_features(ds, cfg, seed=seed)
+    return out
+
+
+def model_size_sweep(
+    ds: Dataset,
+    feature_config: FeatureConfig,
+    base: TrainConfig,
+    settings: CompareSettings = FULL,
+    *,
+    split_seed: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Held-out lppd versus K for polynomial and linear terms (same split as the run).
+
+    K runs over ``settings.ks`` (default 1…min(15, dim, n_train − 1)). The fit for each K
+    starts from the previous K's fit with the new coefficient at loc 0, scale ``base.init_scale``.
+
+    Returns
+    -------
+    dict
+        ``ks``; per kind under ``kinds``: lists ``lppd``, ``se``, ``steps``, ``seconds`` and
+        ``best_k`` (largest lppd), ``one_se_k`` (smallest K whose lppd is within one paired SE
+        of the best); ``intercept_only`` (lppd of the constant spam rate); ``run_k``.
+    """
+    n_train_est = int(round(ds.n * (1 - feature_config.test_size)))
+    k_cap = min(MAX_COMPONENTS, ds.dim, n_train_est - 1)
+    ks = sorted({int(k) for k in (settings.ks or range(1, k_cap + 1)) if 1 <= int(k) <= k_cap})
+    if not ks:
+        raise PyroSpamError(f"no model sizes to sweep (K must be between 1 and {k_cap})")
+    seed = base.seed if split_seed is None else split_seed
+    feats = sweep_features(ds, feature_config, max(ks), seed=seed)
+    kinds: dict[str, Any] = {}
+    bar = tqdm(total=2 * len(ks), desc="model size", disable=not progress, leave=False)
+    for kind, fs in feats.items():
+        cfg = _sweep_config(base, settings)
+        prev: tuple[np.ndarray, np.ndarray] | None = None
+        res: dict[str, list] = {"lppd": [], "se": [], "steps": [], "seconds": [], "elbo": []}
+        pointwise = []
+        for k in ks:
+            init = None
+            if prev is not None:
+                grow = k + 1 - prev[0].size
+                init = _warm(np.r_[prev[0], np.zeros(grow)], np.r_[prev[1], np.full(grow, cfg.init_scale)], cfg)
+            with torch_threads(1):
+                fr = fit(fs.X_train[:, :k], fs.y_train, cfg, resume=init)
+            lp = heldout_lppd(fr.loc, fr.scale, fs.X_test[:, :k], fs.y_test, settings.sweep_draws, seed=base.seed + 7)
+            row = _fit_row(fr, lp)
+            for key in res:
+                res[key].append(row[key])
+            pointwise.append(lp["pointwise"])
+            prev = (fr.loc, fr.scale)
+            bar.update(1)
+        best = int(np.argmax(res["lppd"]))
+        within = [i for i in range(len(ks)) if res["lppd"][best] - res["lppd"][i] <= _paired_se(pointwise[best], pointwise[i])]
+        kinds[kind] = {**res, "best_k": ks[best], "one_se_k": ks[min(within)], "terms": list(fs.names)}
+    bar.close()
+    fs = feats["polynomial"]
+    return {
+        "ks": ks,
+        "kinds": kinds,
+        "intercept_only": intercept_only_lppd(fs.y_train, fs.y_test),
+        "n_test": int(fs.y_test.size),
+    }
+
+
+# ---------------------------------------------------------------- ELBO estimators: variance
+
+
+def _pyro_value_and_grad(kind: str, x: torch.Tensor, y: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
+                         particles: int, prior_scale: float, seed: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """One Pyro ELBO estimate (the ELBO object training uses) and its gradient w.r.t. (loc, scale).
+
+    Works for S = 1 too (Pyro does not vectorise a single particle, so ``w`` is (K+1,)). The
+    gradient w.r.t. the positive ``scale`` comes from the unconstrained parameter
+    ``u = log scale`` by the chain rule ``∂/∂scale = (∂/∂u) / scale``.
+    """
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    guide = make_guide(init_loc=loc, init_scale_vec=scale)
+    elbo = make_elbo(kind, particles)
+    elbo._loglik = 0.0
+    loss = elbo.differentiable_loss(model, guide, x, y, None, prior_scale)
+    params = dict(pyro.get_param_store().named_parameters())
+    g_loc, g_u = torch.autograd.grad(loss, [params[LOC], params[SCALE]])
+    return -float(loss.detach()), (-g_loc).numpy().astype(np.float64), (-g_u / scale).numpy().astype(np.float64)
+
+
+def estimator_draws(
+    x: np.ndarray,
+    y: np.ndarray,
+    loc: np.ndarray,
+    scale: np.ndarray,
+    S: int,
+    reps: int,
+    *,
+    prior_scale: float = 1.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, dict[str, np.ndarray]]:
+    """``reps`` independent ELBO estimates and gradients with S particles from each of :data:`ESTIMATORS`.
+
+    The two Pyro estimators share each replicate's noise (same seed: the guide draws first), and
+    so do the two manual ones (a private generator seeded with ``seed + 1``), so differences
+    within a pair are measured with common random numbers.
+
+    Returns
+    -------
+    dict
+        ``{label: {"elbo": (reps,), "grad_loc": (reps, K+1), "grad_scale": (reps, K+1), "seconds": float}}``.
+    """
+    xt, yt = torch.as_tensor(x, dtype=dtype), torch.as_tensor(y, dtype=dtype)
+    lt, st = torch.as_tensor(loc, dtype=dtype), torch.as_tensor(scale, dtype=dtype)
+    k1 = lt.shape[0]
+    out: dict[str, dict[str, Any]] = {}
+    store = pyro.get_param_store()
+    with torch_threads(1), store.scope(), torch.random.fork_rng(devices=[]):
+        for label, impl, kind in ESTIMATORS:
+            if impl != "pyro":
+                continue
+            e, gl, gs = np.empty(reps), np.empty((reps, k1)), np.empty((reps, k1))
+            t0 = time.perf_counter()
+            for r in range(reps):
+                e[r], gl[r], gs[r] = _pyro_value_and_grad(kind, xt, yt, lt, st, S, prior_scale, seed * 100_003 + r)
+            out[label] = {"elbo": e, "grad_loc": gl, "grad_scale": gs, "seconds": (time.perf_counter() - t0) / reps}
+        pyro.clear_param_store()
+    gen = torch.Generator().manual_seed(seed + 1)
+    eps_all = torch.randn((reps, S, k1), generator=gen, dtype=dtype)
+    with torch_threads(1):
+        for label, impl, kind in ESTIMATORS:
+            if impl != "manual":
+                continue
+            e, gl, gs = np.empty(reps), np.empty((reps, k1)), np.empty((reps, k1))
+            t0 = time.perf_counter()
+            for r in range(reps):
+                (g_loc, g_scale), parts = em.elbo_grad(kind, lt, st, eps_all[r], xt, yt, prior_scale=prior_scale)
+                e[r], gl[r], gs[r] = float(parts.elbo), g_loc.numpy(), g_scale.numpy()
+            out[label] = {"elbo": e, "grad_loc": gl, "grad_scale": gs, "seconds": (time.perf_counter() - t0) / reps}
+    return {label: out[label] for label, _, _ in ESTIMATORS}
+
+
+def _grad_var(d: Mapping[str, np.ndarray]) -> tuple[float, float]:
+    """Total gradient variance (trace of the covariance) of the loc and scale blocks."""
+    return float(d["grad_loc"].var(axis=0, ddof=1).sum()), float(d["grad_scale"].var(axis=0, ddof=1).sum())
+
+
+def _ratio_ci(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], what: str, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """Variance ratio var(a)/var(b) with a paired percentile-bootstrap 95 % interval over replicates."""
+
+    def stat(idx: np.ndarray) -> float:
+        if what == "elbo":
+            va, vb = a["elbo"][idx].var(ddof=1), b["elbo"][idx].var(ddof=1)
+        else:
+            va = a["grad_loc"][idx].var(axis=0, ddof=1).sum() + a["grad_scale"][idx].var(axis=0, ddof=1).sum()
+            vb = b["grad_loc"][idx].var(axis=0, ddof=1).sum() + b["grad_scale"][idx].var(axis=0, ddof=1).sum()
+        return float(va / vb) if vb > 0 else float("nan")
+
+    n = a["elbo"].size
+    rng = np.random.default_rng(seed)
+    boots = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
+    lo, hi = np.nanquantile(boots, [0.025, 0.975]) if np.isfinite(boots).any() else (float("nan"), float("nan"))
+    return stat(np.arange(n)), float(lo), float(hi)
+
+
+def estimator_variance(
+    x: np.ndarray,
+    y: np.ndarray,
+    guides: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    S_values: Sequence[int] = FULL.est_S,
+    reps: int = FULL.est_reps,
+    *,
+    prior_scale: float = 1.0,
+    seed: int = 0,
+    n_boot: int = FULL.bootstrap,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Variance of the ELBO estimate and of its gradient for each estimator, guide and S.
+
+    Parameters
+    ----------
+    x, y : ndarray
+        Training inputs (N, K) and labels (N,) (full data: no mini-batch noise).
+    guides : mapping of name to (loc, scale)
+        Fixed guide parameters, e.g. ``{"initial": …, "fitted": …}``.
+
+    Returns
+    -------
+    dict
+        ``table``: one row per (guide, estimator, S) with ``mean_elbo``, ``var_elbo``
+        (nats²), ``var_grad`` (trace of the gradient covariance over loc and scale),
+        ``var_grad_loc``, ``var_grad_scale`` and ``ms_per_eval``; ``ratios``: per guide and S
+        the ratio Trace_ELBO / TraceMeanField_ELBO of the ELBO and gradient variances with
+        paired bootstrap 95 % intervals (Pyro pair and manual pair); ``S``, ``reps``.
+    """
+    table, ratios = [], []
+    tasks = [(g, int(s)) for g in guides for s in S_values]
+    for i, (gname, S) in enumerate(tqdm(tasks, desc="estimator variance", disable=not progress, leave=False)):
+        loc, scale = guides[gname]
+        d = estimator_draws(x, y, loc, scale, S, reps, prior_scale=prior_scale, seed=seed + 1000 * i)
+        for label, impl, kind in ESTIMATORS:
+            v_loc, v_scale = _grad_var(d[label])
+            table.append({
+                "guide": gname, "estimator": label, "implementation": impl, "kl": kind, "S": S,
+                "mean_elbo": float(d[label]["elbo"].mean()), "var_elbo": float(d[label]["elbo"].var(ddof=1)),
+                "var_grad": v_loc + v_scale, "var_grad_loc": v_loc, "var_grad_scale": v_scale,
+                "ms_per_eval": 1000 * d[label]["seconds"],
+            })
+        for pair, (num, den) in (("pyro", ESTIMATORS[:2]), ("manual", ESTIMATORS[2:])):
+            row: dict[str, Any] = {"guide": gname, "S": S, "pair": pair, "numerator": num[0], "denominator": den[0]}
+            for what in ("elbo", "grad"):
+                r, lo, hi = _ratio_ci(d[num[0]], d[den[0]], what, n_boot, seed + i)
+                row[f"{what}_ratio"], row[f"{what}_lo"], row[f"{what}_hi"] = r, lo, hi
+            ratios.append(row)
+    return {"S": [int(s) for s in S_values], "reps": int(reps), "guides": {g: {"loc": l, "scale": s} for g, (l, s) in guides.items()},
+            "table": table, "ratios": ratios}
+
+
+# ---------------------------------------------------------------- ELBO estimators: training curves
+
+
+def training_curves(
+    x: np.ndarray, y: np.ndarray, base: TrainConfig, *, progress: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Fit with each estimator from the same start and seed; ELBO per step and wall-clock time.
+
+    Pyro estimators use the SVI engine, manual ones the plain-torch engine; everything else is
+    ``base``. The wall-clock axis spreads each fit's measured total time evenly over its steps
+    (the per-step cost is constant: same data, same S).
+    """
+    out = {}
+    for label, impl, kind in tqdm(ESTIMATORS, desc="training curves", disable=not progress, leave=False):
+        cfg = dataclasses.replace(base, engine="svi" if impl == "pyro" else "manual", elbo=kind)
+        fr = fit(x, y, cfg)
+        out[label] = {
+            "elbo": fr.history.elbo, "seconds": fr.seconds, "steps": fr.steps, "stop_reason": fr.stop_reason,
+            "final_elbo": float(np.mean(fr.history.elbo[-min(100, fr.steps):])),
+            "ms_per_step": 1000 * fr.seconds / max(1, fr.steps), "loc": fr.loc, "scale": fr.scale,
+        }
+    return out
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _load_run(run_dir: Path) -> tuple[dict[str, Any], RunConfig, dict[str, np.ndarray]]:
+    if not (run_dir / SUMMARY).exists():
+        raise PyroSpamError(f"{run_dir} holds no pyro-spam run (no {SUMMARY}); make one with `pyro-spam run --out {run_dir}`")
+    summary = read_json(run_dir / SUMMARY)
+    try:
+        config = RunConfig.from_dict(summary["meta"]["config"])
+    except (KeyError, TypeError) as exc:
+        raise PyroSpamError(f"{run_dir / SUMMARY} has no usable run configuration ({exc})") from None
+    if not (run_dir / "features.npz").exists():
+        raise PyroSpamError(f"{run_dir} lacks features.npz; rerun `pyro-spam run` to recreate it")
+    with np.load(run_dir / "features.npz", allow_pickle=False) as f:
+        feats = {k: f[k] for k in f.files}
+    return summary, config, feats
+
+
+def _primary_fit(summary: Mapping[str, Any]) -> tuple[str, np.ndarray, np.ndarray]:
+    fits = summary.get("fits") or {}
+    if not fits:
+        raise PyroSpamError("the run has no fits to compare")
+    kind = "meanfield" if "meanfield" in fits else next(iter(fits))
+    return kind, np.asarray(fits[kind]["loc"], dtype=np.float64), np.asarray(fits[kind]["scale"], dtype=np.float64)
+
+
+def run_compare(run_dir: str | Path, *, quick: bool = False, settings: CompareSettings | None = None,
+                progress: bool = False) -> dict[str, Any]:
+    """Run the sweeps and the estimator comparison on the run in ``run_dir`` and add them to it.
+
+    Writes ``summary["compare"]`` (prior sensitivity, model size, settings) and
+    ``summary["estimators"]`` (variance table, ratios, training curves) to ``summary.json``
+    atomically, the figures, ``estimator_curves.npz``, and re-renders ``report.md``/``report.html``.
+    Returns the updated summary.
+    """
+    from .plots.estimators import plot_estimator_variance, plot_training_curves
+    from .plots.evaluation import plot_model_size, plot_prior_sensitivity
+    from .report import render_report
+
+    run_dir = Path(run_dir)
+    t_all = time.perf_counter()
+    s = settings or (QUICK if quick else FULL)
+    summary, config, feats = _load_run(run_dir)
+    base = config.train
+    kind, loc, scale = _primary_fit(summary)
+    coef_names = summary["fits"][kind].get("coef_names")
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    prior = prior_sensitivity(feats["X_train"], feats["y_train"], feats["X_test"], feats["y_test"], base, s,
+                              init=(loc, scale), coef_names=coef_names, progress=progress)
+    prior["run_prior_scale"] = base.prior_scale
+    timings["prior_sensitivity"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ds = load_data(config.data)
+    size = model_size_sweep(ds, config.features, base, s, progress=progress)
+    size["run_k"] = int(summary.get("data", {}).get("components", feats["X_train"].shape[1]))
+    size["run_kind"] = config.features.kind
+    timings["model_size"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    k1 = loc.size
+    guides = {"initial": (np.zeros(k1), np.full(k1, base.init_scale)), "fitted": (loc, scale)}
+    est = estimator_variance(feats["X_train"], feats["y_train"], guides, s.est_S, s.est_reps,
+                             prior_scale=base.prior_scale, seed=base.seed, n_boot=s.bootstrap, progress=progress)
+    est["fitted_from"] = kind
+    timings["estimator_variance"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    curve_cfg = dataclasses.replace(base, particles=s.curve_particles or base.particles,
+                                    max_steps=s.curve_max_steps or base.max_steps)
+    curves = training_curves(feats["X_train"], feats["y_train"], curve_cfg, progress=progress)
+    timings["training_curves"] = time.perf_counter() - t
+    est["curves"] = {k: {kk: vv for kk, vv in v.items() if kk != "elbo"} for k, v in curves.items()}
+    est["curve_config"] = {"particles": curve_cfg.particles, "max_steps": curve_cfg.max_steps, "lr": curve_cfg.lr,
+                           "batch_size": curve_cfg.batch_size, "seed": curve_cfg.seed}
+    write_npz(run_dir / "estimator_curves.npz", **{f"elbo_{i}": curves[lab]["elbo"] for i, (lab, _, _) in enumerate(ESTIMATORS)},
+              labels=np.array([lab for lab, _, _ in ESTIMATORS], dtype=str),
+              seconds=np.array([curves[lab]["seconds"] for lab, _, _ in ESTIMATORS]))
+
+    figs = {
+        "compare_prior_sensitivity.png": plot_prior_sensitivity(prior)[0].figure,
+        "compare_model_size.png": plot_model_size(size).figure,
+        "estimators_variance.png": plot_estimator_variance(est),
+        "estimators_training.png": plot_training_curves(curves)[0].figure,
+    }
+    for name, fig in figs.items():
+        save_figure(fig, run_dir / name)
+
+    timings["total"] = time.perf_counter() - t_all
+    summary["compare"] = {"settings": dataclasses.asdict(s), "quick": bool(quick), "prior_sensitivity": prior,
+                          "model_size": size, "seconds": timings, "figures": list(figs)}
+    summary["estimators"] = est
+    figures = summary.setdefault("figures", [])
+    figures.extend(n for n in figs if n not in figures)
+    write_json(run_dir / SUMMARY, summary)
+    render_report(run_dir)
+    return read_json(run_dir / SUMMARY)
+
+
+def format_compare_summary(summary: Mapping[str, Any], run_dir: str | Path) -> str:
+    """A few lines for the terminal: the sweeps' best settings and the variance ratio at S = 64."""
+    c, est = summary["compare"], summary["estimators"]
+    lines = []
+    for r in c["prior_sensitivity"]["rows"]:
+        lines.append(f"prior sd {r['prior_scale']:>5g}: held-out lppd {r['lppd']:.4f} ± {r['se']:.4f} nats/msg")
+    for kind, res in c["model_size"]["kinds"].items():
+        lines.append(f"{kind:>10} terms: best K={res['best_k']} (lppd {max(res['lppd']):.4f}), one-SE K={res['one_se_k']}")
+    for r in est["ratios"]:
+        if r["pair"] == "pyro" and r["S"] == 64:
+            lines.append(f"gradient variance Trace_ELBO / TraceMeanField_ELBO at S=64, {r['guide']} guide: "
+                         f"{r['grad_ratio']:.3f} [95% CI {r['grad_lo']:.3f}, {r['grad_hi']:.3f}]")
+    lines.append(f"compare took {c['seconds']['total']:.0f} s; report: {Path(run_dir) / 'report.html'}")
+    return "\n".join(lines)

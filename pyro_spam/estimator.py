@@ -1,0 +1,434 @@
+"""The variational spam classifier as a scikit-learn estimator.
+
+``VariationalSpamClassifier.fit(X, y)`` takes message embeddings and runs exactly what
+``pyro-spam run`` runs on its training split: :class:`~pyro_spam.features.FeaturePipeline`
+(scale → PCA → scale → terms → scale), then :func:`pyro_spam.train.fit` (Pyro SVI or the manual
+engine) for the mean-field guide q(w) = N(loc, diag(scale²)). Predictions average the
+classifier's p(spam) over ``num_draws`` draws of w from q (the posterior predictive mean); the
+draws are fixed at fit time (seed ``seed + 1``, as in a run), so predictions are deterministic.
+
+No sample weights: the model's likelihood has none. Binary problems only (ham/spam).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .config import FeatureConfig, RunConfig, TrainConfig
+from .errors import ConfigError, DataError
+from .features import FeaturePipeline
+from .posterior import draw_weights, predict_draws
+from .train import fit as train_fit
+from .types import ElboHistory, FitResult
+
+# Rows per block when predicting: bounds the (num_draws, rows) logit matrix at ~32 MB.
+_BLOCK_ELEMENTS = 4_000_000
+
+
+class EstimatorConfigError(ConfigError, ValueError):
+    """An invalid constructor parameter (also a ``ValueError``, as scikit-learn expects)."""
+
+
+class EstimatorDataError(DataError, ValueError):
+    """Training data the model cannot use (also a ``ValueError``, as scikit-learn expects)."""
+
+
+@contextlib.contextmanager
+def _as_value_errors() -> Iterator[None]:
+    """Re-raise the package's config/data errors as their ``ValueError`` twins."""
+    try:
+        yield
+    except (EstimatorConfigError, EstimatorDataError):
+        raise
+    except ConfigError as exc:
+        raise EstimatorConfigError(str(exc)) from None
+    except DataError as exc:
+        raise EstimatorDataError(str(exc)) from None
+
+
+def _logmeanexp(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    m = np.max(a, axis=axis, keepdims=True)
+    return np.squeeze(m, axis=axis) + np.log(np.mean(np.exp(a - m), axis=axis))
+
+
+def _log_sigmoid(z: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -z)
+
+
+class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
+    """Bayesian logistic classifier on polynomial PCA terms, fitted by variational inference.
+
+    Parameters
+    ----------
+    components : int or "auto", default=5
+        Number K of PCA components (1…15), or the smallest K whose cumulative explained variance
+        reaches ``variance_target``. Must not exceed the number of features of X.
+    variance_target : float, default=0.30
+        Explained variance that ``components="auto"`` aims for.
+    features : {"polynomial", "linear"}, default="polynomial"
+        Terms ``x_j^j`` (the course's model) or ``x_j``.
+    elbo : {"trace", "meanfield"}, default="meanfield"
+        ``Trace_ELBO`` (Monte Carlo KL) or ``TraceMeanField_ELBO`` (analytic KL).
+    engine : {"svi", "manual"}, default="svi"
+        Pyro SVI, or the plain-torch loop over the hand-written ELBO.
+    particles : int, default=64
+        Monte Carlo particles per step (vectorised).
+    batch_size : int or None, default=None
+        Mini-batch size; ``None`` uses all rows each step.
+    steps : int, default=3000
+        Step budget; training usually stops earlier at convergence.
+    lr : float, default=0.05
+        Initial Adam learning rate, divided by 10 at each plateau.
+    lr_decays : int, default=2
+        Plateaus passed (with a 10x smaller rate each) before declaring convergence.
+    window : int, default=100
+        Steps per convergence check.
+    tol : float, default=0.5
+        Plateau threshold in nats.
+    prior_scale : float, default=1.0
+        Standard deviation of the N(0, s²) prior on every coefficient.
+    init_scale : float, default=0.1
+        Initial guide scale (loc starts at 0).
+    seed : int, default=0
+        Seeds training; the predictive draws use ``seed + 1`` (as ``pyro-spam run`` does).
+    num_draws : int, default=2000
+        Draws of w from the guide behind every prediction.
+    progress : bool, default=False
+        Show a progress bar while training.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (2,)
+        The two labels; ``classes_[1]`` is the positive class (spam).
+    n_features_in_ : int
+        Embedding dimension seen in ``fit``.
+    feature_pipeline_ : FeaturePipeline
+        The fitted feature map (embeddings → K standardised terms).
+    coef_names_ : tuple of str
+        Names of the K+1 coefficients, bias first.
+    loc_, scale_ : ndarray of shape (K+1,)
+        The guide's parameters: q(w) = N(loc_, diag(scale_²)).
+    weight_draws_ : ndarray of shape (num_draws, K+1)
+        The draws of w every prediction averages over.
+    history_ : ElboHistory
+        Per-step ELBO, log-likelihood, KL and learning rate.
+    n_iter_ : int
+        Optimiser steps taken.
+    stop_reason_ : str
+        ``"converged"``, ``"max_steps"`` or ``"interrupted"``.
+    """
+
+    def __init__(
+        self,
+        components: int | str = 5,
+        variance_target: float = 0.30,
+        features: str = "polynomial",
+        elbo: str = "meanfield",
+        engine: str = "svi",
+        particles: int = 64,
+        batch_size: int | None = None,
+        steps: int = 3000,
+        lr: float = 0.05,
+        lr_decays: int = 2,
+        window: int = 100,
+        tol: float = 0.5,
+        prior_scale: float = 1.0,
+        init_scale: float = 0.1,
+        seed: int = 0,
+        num_draws: int = 2000,
+        progress: bool = False,
+    ) -> None:
+        self.components = components
+        self.variance_target = variance_target
+        self.features = features
+        self.elbo = elbo
+        self.engine = engine
+        self.particles = particles
+        self.batch_size = batch_size
+        self.steps = steps
+        self.lr = lr
+        self.lr_decays = lr_decays
+        self.window = window
+        self.tol = tol
+        self.prior_scale = prior_scale
+        self.init_scale = init_scale
+        self.seed = seed
+        self.num_draws = num_draws
+        self.progress = progress
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def feature_config(self) -> FeatureConfig:
+        """The :class:`FeatureConfig` these parameters describe (validated)."""
+        with _as_value_errors():
+            return FeatureConfig(components=self.components, variance_target=self.variance_target, kind=self.features)
+
+    def train_config(self) -> TrainConfig:
+        """The :class:`TrainConfig` these parameters describe (validated)."""
+        with _as_value_errors():
+            return TrainConfig(
+                elbo=self.elbo, engine=self.engine, particles=self.particles, batch_size=self.batch_size,
+                max_steps=self.steps, lr=self.lr, lr_decays=self.lr_decays, window=self.window, tol=self.tol,
+                prior_scale=self.prior_scale, init_scale=self.init_scale, seed=self.seed,
+            )
+
+    @classmethod
+    def params_from_run_config(cls, config: RunConfig, elbo: str) -> dict[str, Any]:
+        """Constructor parameters equivalent to the fit of ``elbo`` in a ``pyro-spam run``."""
+        f, t = config.features, config.train
+        return {
+            "components": f.components, "variance_target": f.variance_target, "features": f.kind,
+            "elbo": elbo, "engine": t.engine, "particles": t.particles, "batch_size": t.batch_size,
+            "steps": t.max_steps, "lr": t.lr, "lr_decays": t.lr_decays, "window": t.window, "tol": t.tol,
+            "prior_scale": t.prior_scale, "init_scale": t.init_scale, "seed": t.seed,
+            "num_draws": config.num_draws, "progress": False,
+        }
+
+    def _check_num_draws(self) -> None:
+        n = self.num_draws
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise EstimatorConfigError(f"num_draws must be a whole number >= 1 (got {n!r})")
+
+    # -- fitting ------------------------------------------------------------------------------
+
+    def fit(self, X: Any, y: Any) -> "VariationalSpamClassifier":
+        """Fit the feature pipeline on X, then the variational posterior of the weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Message embeddings.
+        y : array-like of shape (n_samples,)
+            Two distinct labels; the larger one (``classes_[1]``) is treated as spam.
+
+        Returns
+        -------
+        self : VariationalSpamClassifier
+        """
+        feature_cfg, train_cfg = self.feature_config(), self.train_config()
+        self._check_num_draws()
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        y_type = type_of_target(y, input_name="y", raise_unknown=True)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        if classes.size < 2:
+            raise EstimatorDataError(
+                f"y holds only one class ({classes[0]!r}); the classifier needs two classes (ham and spam)"
+            )
+        if y_type != "binary":
+            raise EstimatorDataError(
+                f"Only binary classification is supported. The type of the target is {y_type} "
+                f"({classes.size} classes); VariationalSpamClassifier separates ham from spam"
+            )
+        n, d = X.shape
+        k = feature_cfg.components
+        if k != "auto" and k > d:
+            raise EstimatorConfigError(
+                f"components K={k} exceeds the {d} feature(s) of X (n_features = {d}); choose components <= {d}"
+            )
+        with _as_value_errors():
+            pipe = FeaturePipeline(feature_cfg).fit(X)
+            result = train_fit(pipe.transform(X), y_idx.astype(np.float32), train_cfg, progress=bool(self.progress))
+        self.classes_ = classes
+        self._set_fitted(pipe, result.loc, result.scale, result.history, result.steps, result.stop_reason)
+        return self
+
+    def _set_fitted(
+        self,
+        pipe: FeaturePipeline,
+        loc: np.ndarray,
+        scale: np.ndarray,
+        history: ElboHistory,
+        n_iter: int,
+        stop_reason: str,
+    ) -> None:
+        self.feature_pipeline_ = pipe
+        self.coef_names_ = ("w0 (bias)",) + tuple(pipe.names_)
+        self.loc_ = np.asarray(loc, dtype=np.float64)
+        self.scale_ = np.asarray(scale, dtype=np.float64)
+        self.history_ = history
+        self.n_iter_ = int(n_iter)
+        self.stop_reason_ = str(stop_reason)
+        self.weight_draws_ = draw_weights(self.loc_, self.scale_, int(self.num_draws), seed=int(self.seed) + 1)
+
+    @classmethod
+    def from_fitted(
+        cls,
+        params: dict[str, Any],
+        feature_pipeline: FeaturePipeline,
+        fit_result: FitResult,
+        classes: np.ndarray,
+        n_features_in: int,
+    ) -> "VariationalSpamClassifier":
+        """A fitted estimator from parts fitted elsewhere (a run's pipeline and guide, a model file).
+
+        Parameters
+        ----------
+        params : dict
+            Constructor parameters (see :meth:`params_from_run_config`).
+        feature_pipeline : FeaturePipeline
+            Fitted on the training embeddings.
+        fit_result : FitResult
+            The fitted guide (``loc``, ``scale``, ``history``, ``steps``, ``stop_reason``).
+        classes : ndarray of shape (2,)
+        n_features_in : int
+        """
+        est = cls(**params)
+        est.train_config()
+        est._check_num_draws()
+        est.classes_ = np.asarray(classes)
+        est.n_features_in_ = int(n_features_in)
+        est._set_fitted(
+            feature_pipeline, fit_result.loc, fit_result.scale, fit_result.history, fit_result.steps, fit_result.stop_reason
+        )
+        return est
+
+    # -- prediction ---------------------------------------------------------------------------
+
+    def _inputs(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        with _as_value_errors():
+            return self.feature_pipeline_.transform(X)
+
+    def _blocks(self, n: int) -> Iterator[slice]:
+        rows = max(1, _BLOCK_ELEMENTS // self.weight_draws_.shape[0])
+        for start in range(0, n, rows):
+            yield slice(start, min(n, start + rows))
+
+    def _log_proba_spam(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """log(1 - p) and log p of the posterior predictive p(spam), computed on the logit scale."""
+        T = self._inputs(X)
+        log_ham = np.empty(T.shape[0])
+        log_spam = np.empty(T.shape[0])
+        for b in self._blocks(T.shape[0]):
+            z = predict_draws(self.weight_draws_, T[b]).logit
+            log_spam[b] = _logmeanexp(_log_sigmoid(z))
+            log_ham[b] = _logmeanexp(_log_sigmoid(-z))
+        return log_ham, log_spam
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log of :meth:`predict_proba`, accurate for probabilities near 0 or 1.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, 2)
+        """
+        log_ham, log_spam = self._log_proba_spam(X)
+        return np.column_stack([log_ham, log_spam])
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Posterior predictive probabilities: the mean over the weight draws of p(class | x, w).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, 2)
+            Columns follow ``classes_``; column 1 is p(spam).
+        """
+        return np.exp(self.predict_log_proba(X))
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Log-odds of the posterior predictive p(spam); positive means spam.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        log_ham, log_spam = self._log_proba_spam(X)
+        return log_spam - log_ham
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Label of each message: ``classes_[1]`` when the posterior predictive p(spam) > 0.5.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        return self.classes_[(self.decision_function(X) > 0).astype(np.int64)]
+
+    def predictive_draws(self, X: Any) -> np.ndarray:
+        """p(spam) under each weight draw: the posterior distribution of each message's probability.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (num_draws, n_samples)
+            Its mean over axis 0 is ``predict_proba(X)[:, 1]``.
+        """
+        T = self._inputs(X)
+        return predict_draws(self.weight_draws_, T).prob
+
+    def predict_interval(self, X: Any, level: float = 0.9) -> np.ndarray:
+        """Equal-tailed credible interval of each message's p(spam).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        level : float, default=0.9
+            Posterior mass inside the interval, in (0, 1).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, 2)
+            Lower and upper quantiles ``(1 - level) / 2`` and ``(1 + level) / 2`` of p(spam) over
+            the weight draws.
+        """
+        if not 0 < level < 1:
+            raise EstimatorConfigError(f"level must be between 0 and 1 (got {level!r})")
+        T = self._inputs(X)
+        out = np.empty((T.shape[0], 2))
+        q = [(1 - level) / 2, (1 + level) / 2]
+        for b in self._blocks(T.shape[0]):
+            out[b] = np.quantile(predict_draws(self.weight_draws_, T[b]).prob, q, axis=0).T
+        return out
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def save(self, path: str | Path, *, embedding: dict[str, Any] | None = None) -> Path:
+        """Write the fitted model to one file (see :mod:`pyro_spam.modelfile`); returns its path.
+
+        ``embedding`` records how X was made (e.g. ``{"embedder": "sentence-transformers/all-MiniLM-L6-v2"}``)
+        so ``pyro-spam predict`` can embed new text the same way.
+        """
+        from .modelfile import save_model
+
+        return save_model(self, path, embedding=embedding)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "VariationalSpamClassifier":
+        """Read a model file written by :meth:`save` or ``pyro-spam run``."""
+        from .modelfile import load_model
+
+        return load_model(path).estimator
+
+    def __sklearn_tags__(self):  # noqa: D105 - scikit-learn's tag protocol
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
