@@ -63,7 +63,8 @@ def read_collection(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         if key not in LABELS:
             bad_label.append((lineno, label))
             continue
-        if not body.strip():
+        # NUL-only text counts as empty: numpy's str arrays drop trailing NULs, so it would load as "".
+        if not body.replace("\x00", "").strip():
             empty_text.append(lineno)
             continue
         labels.append(LABELS[key])

@@ -98,7 +98,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         Initial guide scale (loc starts at 0).
     seed : int, default=0
         Seeds training; the predictive draws use ``seed + 1`` (as ``pyro-spam run`` does).
-    num_draws : int, default=2000
+    num_draws : int, default=1000
         Draws of w from the guide behind every prediction.
     progress : bool, default=False
         Show a progress bar while training.
@@ -142,7 +142,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         prior_scale: float = 1.0,
         init_scale: float = 0.1,
         seed: int = 0,
-        num_draws: int = 2000,
+        num_draws: int = 1000,
         progress: bool = False,
     ) -> None:
         self.components = components

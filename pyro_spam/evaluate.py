@@ -500,3 +500,21 @@ def advanced_evaluation(
     summary = {"weights": weights, "uncertainty": unc, "calibration": cal, "selective": sel, "qualitative": qual}
     arrays = {**pu, "y": y_test, "p_sklearn": p_lr}
     return summary, arrays
+
+
+def ratio_verdict(ratio: float, lo: float, hi: float, what: str = "gradient variance", negligible: float = 0.01) -> str:
+    """Words for a variance ratio var(MC-KL estimator) / var(analytic-KL estimator) and its 95 % interval.
+
+    A ratio above 1 means the analytic KL *lowers* the variance. Changes smaller than
+    ``negligible`` (relative) are called negligible even when the interval excludes 1.
+    """
+    if not all(map(math.isfinite, (ratio, lo, hi))):
+        return "not determined"
+    if lo > 1:
+        change, direction = 1 - 1 / ratio, "lowers"
+    elif hi < 1:
+        change, direction = 1 / ratio - 1, "raises"
+    else:
+        return f"no detectable difference: the analytic KL does not change the {what}"
+    size = "a negligible " if change < negligible else ""
+    return f"the analytic KL {direction} the {what} by {size}{100 * change:.2g} %"

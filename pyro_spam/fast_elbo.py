@@ -70,11 +70,17 @@ class _CompiledLossAndLoglik:
             first = True
         if not first:
             return fn(*args, **kwargs)
+        # Compiling runs the model and guide twice (param capture, then the trace) before the
+        # compiled graph runs, drawing noise each time. Compile on a copy of the generator state,
+        # then rewind, so the first compiled step draws the same noise as a non-JIT step would.
+        rng = torch.get_rng_state()
         with warnings.catch_warnings():
             # torch 2.13 deprecates torch.jit.trace in favour of torch.compile, whose CPU compile
             # takes seconds: far more than a whole fit here. Pyro's jit still uses trace.
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated", category=DeprecationWarning)
-            return fn(*args, **kwargs)
+            fn(*args, **kwargs)
+        torch.set_rng_state(rng)
+        return fn(*args, **kwargs)
 
     def _traced(self, model: Callable, guide: Callable) -> Callable[..., tuple[Tensor, Tensor]]:
         weakself = weakref.ref(self)  # the compiled graph must not keep the ELBO alive

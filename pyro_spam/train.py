@@ -16,13 +16,15 @@ import pyro
 import pyro.optim
 import pyro.util
 import torch
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import constraints
 from tqdm.auto import tqdm
 
 from .checkpoint import TrainState
 from .config import TrainConfig
 from .errors import ConfigError, ModelFileError, TrainingError
+from .fast_elbo import JitMeanFieldELBO, JitTraceELBO
 from .guide import LOC, SCALE, make_guide
 from .model import model
 from .schedule import PlateauSchedule
@@ -42,6 +44,13 @@ class _RecordLoglik:
         self._loglik = self._loglik + model_trace.nodes["y"]["log_prob_sum"].detach()
         return loss, surrogate
 
+    def loss_and_loglik(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The differentiable loss (−ELBO estimate) and its log-likelihood part (the interface of
+        :mod:`pyro_spam.fast_elbo`'s compiled ELBOs)."""
+        self._loglik = 0.0
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        return loss, self._loglik / self.num_particles
+
 
 class RecordingTraceELBO(_RecordLoglik, Trace_ELBO):
     """``Trace_ELBO`` (Monte Carlo KL) that records the log-likelihood part."""
@@ -52,15 +61,49 @@ class RecordingMeanFieldELBO(_RecordLoglik, TraceMeanField_ELBO):
 
 
 ELBO_CLASSES = {"trace": RecordingTraceELBO, "meanfield": RecordingMeanFieldELBO}
+JIT_ELBO_CLASSES = {"trace": JitTraceELBO, "meanfield": JitMeanFieldELBO}
 
 
-def make_elbo(kind: str, particles: int) -> Trace_ELBO:
-    """The Pyro ELBO object for ``kind`` with S vectorised particles."""
+def make_elbo(kind: str, particles: int, *, jit: bool = False) -> Trace_ELBO:
+    """The Pyro ELBO object for ``kind`` with S vectorised particles (compiled once if ``jit``).
+
+    Both kinds of object offer ``loss_and_loglik(model, guide, *args, **kwargs)``.
+    """
+    classes = JIT_ELBO_CLASSES if jit else ELBO_CLASSES
     try:
-        cls = ELBO_CLASSES[kind]
+        cls = classes[kind]
     except KeyError:
         raise ConfigError(f"elbo must be one of: {', '.join(ELBO_CLASSES)} (got {kind!r})") from None
-    return cls(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
+    extra = {"ignore_jit_warnings": True} if jit else {}
+    return cls(num_particles=particles, vectorize_particles=True, max_plate_nesting=1, **extra)
+
+
+class _SviStep:
+    """One step of ``SVI.step`` (trace the params, backpropagate −ELBO, Pyro optimiser, zero the
+    grads) that also returns the log-likelihood part and finds the parameters only once.
+
+    The model's non-tensor input ``prior_scale`` goes as a keyword and the mini-batch indices
+    as a trailing positional tensor (or not at all for the full batch), as a compiled ELBO needs.
+    """
+
+    def __init__(self, guide, elbo: Trace_ELBO, optim: pyro.optim.PyroOptim, prior_scale: float) -> None:
+        self.guide, self.elbo, self.optim, self.kwargs = guide, elbo, optim, {"prior_scale": prior_scale}
+        self.params: list[torch.Tensor] | None = None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None) -> tuple[float, torch.Tensor]:
+        """Loss (a float: the per-step finiteness check reads it) and log-likelihood part (a tensor)."""
+        args = (x, y) if idx is None else (x, y, idx)
+        if self.params is None:
+            with poutine.trace(param_only=True) as capture:
+                loss, loglik = self.elbo.loss_and_loglik(model, self.guide, *args, **self.kwargs)
+            self.params = [site["value"].unconstrained() for site in capture.trace.nodes.values()]
+        else:  # the param store keeps the same unconstrained tensors and updates them in place
+            loss, loglik = self.elbo.loss_and_loglik(model, self.guide, *args, **self.kwargs)
+        loss.backward()
+        self.optim(self.params)
+        for p in self.params:
+            p.grad = None
+        return float(loss.detach()), loglik
 
 
 # TrainState (what a resume needs) lives in the numpy-only ``checkpoint`` module; imported above.
@@ -117,13 +160,14 @@ def fit_svi(
         sched.lr, sched.decays_done, sched.events = resume.lr, resume.decays_done, list(resume.events)
         if exact:
             _restore_params(resume.params)
-        else:
-            log.warning("resuming without optimiser/RNG state: the continuation is close to, not identical with, an uninterrupted run")
+        else:  # a warm start (empty history) or a state without optimiser/RNG parts
+            if len(prev_hist):
+                log.warning("resuming without optimiser/RNG state: the continuation is close to, not identical with, an uninterrupted run")
             pyro.set_rng_seed(cfg.seed + len(prev_hist))  # do not replay the first steps' noise
     guide = make_guide(cfg.init_scale, init_loc, init_scale)
-    elbo = make_elbo(cfg.elbo, cfg.particles)
-    optim = pyro.optim.Adam({"lr": sched.lr})
-    svi = SVI(model, guide, optim, elbo)
+    elbo = make_elbo(cfg.elbo, cfg.particles, jit=cfg.jit)
+    optim = pyro.optim.Adam({"lr": sched.lr, "betas": (0.9, cfg.adam_beta2)})
+    svi_step = _SviStep(guide, elbo, optim, cfg.prior_scale)
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = _batches(n, cfg.batch_size, gen)
 
@@ -149,13 +193,11 @@ def fit_svi(
         with _sigint_deferred() as sigint, _quiet_nan_warnings():
             for step in range(start, total):
                 idx = next(batches)
-                elbo._loglik = 0.0
                 at_boundary = False
                 try:
-                    loss = svi.step(xt, yt, idx, cfg.prior_scale)
+                    loss, ll = svi_step(xt, yt, idx)
                 except ValueError as exc:  # distribution validation rejected a non-finite or invalid value
                     _raise_invalid(step, exc, last)
-                ll = elbo._loglik / cfg.particles
                 if not math.isfinite(loss):
                     _raise_nonfinite(step, loss, ll, last)
                 snap = _snapshot()  # per step: detects bad parameters at once and keeps the last finite ones

@@ -6,7 +6,7 @@ like it step for step:
 
 * the guide scale is ``exp(u)`` of an unconstrained ``u`` (Pyro's transform for
   ``constraints.positive``), so Adam sees the same parameterisation;
-* ``torch.optim.Adam`` with Pyro's defaults, loss = −ELBO, the ELBO recorded before each update;
+* ``torch.optim.Adam`` with the same settings as ``fit_svi`` (``cfg.lr``, ``cfg.adam_beta2``), loss = −ELBO, the ELBO recorded before each update;
 * the noise comes from a private generator seeded with ``cfg.seed`` and is drawn as an (S, 1, K+1)
   block per step, which is the exact stream SVI draws from the global generator after
   ``pyro.set_rng_seed(cfg.seed)``; mini-batches come from a second generator seeded with
@@ -107,7 +107,7 @@ def fit_manual(
     assert loc0.shape == scale0.shape == (k1,), f"loc/scale must have {k1} entries"
     loc = loc0.requires_grad_(True)
     log_scale = torch.log(scale0).requires_grad_(True)
-    opt = torch.optim.Adam([loc, log_scale], lr=sched.lr)
+    opt = torch.optim.Adam([loc, log_scale], lr=sched.lr, betas=(0.9, cfg.adam_beta2))  # as fit_svi
     start = len(prev_hist) if prev_hist is not None else 0
     noise_gen = torch.Generator().manual_seed(cfg.seed + start)  # as fit_svi: do not replay the first steps' noise
     batches = _batches(n, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))

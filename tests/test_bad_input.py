@@ -26,7 +26,7 @@ from pyro_spam.cli import main
 from pyro_spam.data import load_npz
 
 from .conftest import make_dataset
-from .faultinject import ctrl_c_at
+from .faultinject import core_stages_only, ctrl_c_at
 
 TINY = ["-K", "2", "--steps", "6", "-S", "2", "--draws", "20", "-q"]
 
@@ -50,16 +50,17 @@ def base():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, base):
     """Two real tiny runs (module-scoped: fitting is the expensive part): one complete, one
-    interrupted by Ctrl-C at its third step, so checkpoints and model files can be broken."""
+    interrupted by Ctrl-C at its third step, so checkpoints and model files can be broken.
+    Core stages only (fits, model files, checkpoint): the rest is not what these cases break."""
     mp = pytest.MonkeyPatch()
+    core_stages_only(mp)
     tmp = tmp_path_factory.mktemp("runs")
     data = tmp / "data.npz"
     np.savez(data, X=base.X, y=base.y, msg=base.msg)
-    done = tmp / "done"
-    assert cli(["run", "--data", str(data), *TINY, "--out", str(done)]) == 0
-    interrupted = tmp / "interrupted"
-    ctrl_c_at(mp, step=2)
+    done, interrupted = tmp / "done", tmp / "interrupted"
     try:
+        assert cli(["run", "--data", str(data), *TINY, "--out", str(done)]) == 0
+        ctrl_c_at(mp, step=2)
         assert cli(["run", "--data", str(data), *TINY, "--out", str(interrupted)]) == 130
     finally:
         mp.undo()

@@ -42,7 +42,7 @@ def test_result_contract(data):
     assert fr.loc.shape == fr.scale.shape == (6,) and fr.loc.dtype == np.float64 and np.all(fr.scale > 0)
     h = fr.history
     np.testing.assert_allclose(h.loglik - h.kl, h.elbo, rtol=0, atol=1e-9)  # computed as that difference in float64
-    assert np.all(h.lr == 0.05) and np.all(h.loglik < 0)
+    assert np.all(h.lr == TrainConfig().lr) and np.all(h.loglik < 0)
     # Full-data scale: the B = 200 batch log-likelihood is scaled by N/B = 10, so the first
     # step's loglik is near 2000·log(1/2) (loc = 0, small scale), not 200·log(1/2).
     assert h.loglik[0] == pytest.approx(2000 * np.log(0.5), rel=0.05)

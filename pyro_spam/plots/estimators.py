@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullLocator
 
+from ..evaluate import ratio_verdict
 from .evaluation import plain_log
 
 #: label → (colour, line style, marker): MC KL in blue, analytic KL in orange; Pyro solid, manual dashed.
@@ -21,7 +22,9 @@ STYLES = {
     "manual MC KL": ("C0", "--", "^"),
     "manual analytic KL": ("C1", "--", "v"),
 }
-GUIDE_TITLES = {"initial": "initial guide (loc 0, small scale)", "fitted": "fitted guide"}
+#: Drawn larger and hollow so a line that coincides with another one stays visible.
+_BIG = {"Pyro Trace_ELBO", "manual MC KL"}
+GUIDE_TITLES = {"initial": "initial guide", "fitted": "fitted guide"}
 
 
 def _style(label: str) -> tuple[str | None, str, str]:
@@ -37,7 +40,7 @@ def plot_estimator_variance(est: Mapping[str, Any], fig: plt.Figure | None = Non
     """
     guides = list(dict.fromkeys(r["guide"] for r in est["table"]))
     if fig is None:
-        fig = plt.figure(figsize=(15, 4.3 * len(guides)), layout="constrained")
+        fig = plt.figure(figsize=(14, 4.6 * len(guides)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(guides), 3, squeeze=False))
     labels = list(dict.fromkeys(r["estimator"] for r in est["table"]))
     for gi, g in enumerate(guides):
@@ -49,8 +52,9 @@ def plot_estimator_variance(est: Mapping[str, Any], fig: plt.Figure | None = Non
             for lab in labels:
                 rr = sorted((r for r in rows if r["estimator"] == lab), key=lambda r: r["S"])
                 col, ls, mk = _style(lab)
-                ax.loglog([r["S"] for r in rr], [r[key] for r in rr], ls=ls, marker=mk, color=col, lw=1.5, ms=6,
-                          mfc="none" if ls == "--" else col, label=lab)
+                big = lab in _BIG
+                ax.loglog([r["S"] for r in rr], [r[key] for r in rr], ls=ls, marker=mk, color=col, lw=2.2 if big else 1.3,
+                          ms=10 if big else 5, mfc="none" if big else col, mew=1.5, label=lab, zorder=2 if big else 3)
             s = np.array(sorted({r["S"] for r in rows}), dtype=float)
             ref = [r for r in rows if r["estimator"] == labels[1] and r["S"] == s[0]]
             if ref:
@@ -62,20 +66,17 @@ def plot_estimator_variance(est: Mapping[str, Any], fig: plt.Figure | None = Non
             ax.set_xticks(s, [f"{int(v)}" for v in s])
             ax.xaxis.set_minor_locator(NullLocator())
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7.5)
+            ax.legend(fontsize=8.5)
         ax = axes[gi, 2]
         rat = [r for r in est["ratios"] if r["guide"] == g]
-        for pair, off in (("pyro", -0.06), ("manual", 0.06)):
-            rr = sorted((r for r in rat if r["pair"] == pair), key=lambda r: r["S"])
+        rr = sorted((r for r in rat if r["pair"] == "pyro"), key=lambda r: r["S"])
+        for what, col, off, lab in (("grad", "C2", 0.94, "gradient variance"), ("elbo", "C4", 1.06, "ELBO-estimate variance")):
             if not rr:
-                continue
-            s = np.array([r["S"] for r in rr], dtype=float) * (1 + off)
-            ls = "-" if pair == "pyro" else "--"
-            for what, col in (("grad", "C2"), ("elbo", "C4")):
-                v = np.array([r[f"{what}_ratio"] for r in rr])
-                err = np.abs(np.array([[r[f"{what}_lo"] for r in rr], [r[f"{what}_hi"] for r in rr]]) - v)
-                ax.errorbar(s, v, yerr=err, ls=ls, marker="o", ms=4, color=col, capsize=3, mfc="none" if ls == "--" else col,
-                            label=f"{'gradient' if what == 'grad' else 'ELBO-estimate'} variance ({pair})")
+                break
+            s = np.array([r["S"] for r in rr], dtype=float) * off
+            v = np.array([r[f"{what}_ratio"] for r in rr])
+            err = np.abs(np.array([[r[f"{what}_lo"] for r in rr], [r[f"{what}_hi"] for r in rr]]) - v)
+            ax.errorbar(s, v, yerr=err, marker="o", ms=5, color=col, capsize=3, lw=1.5, label=f"{lab} ratio, 95 % CI")
         ax.axhline(1.0, color="0.3", lw=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -84,17 +85,20 @@ def plot_estimator_variance(est: Mapping[str, Any], fig: plt.Figure | None = Non
         ax.set_xticks(s_all, [str(v) for v in s_all])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("particles S (log scale)")
-        ax.set_ylabel("variance ratio MC KL / analytic KL")
+        ax.set_ylabel("variance ratio Trace_ELBO ÷ TraceMeanField_ELBO")
         at = [r for r in rat if r["pair"] == "pyro" and r["S"] == ratio_at]
         if at:
             a = at[0]
-            verdict = "analytic KL lowers it" if a["grad_hi"] < 1 else "analytic KL raises it" if a["grad_lo"] > 1 else "no detectable change"
-            ax.text(0.02, 0.03, f"gradient ratio at S={ratio_at}: {a['grad_ratio']:.3f}\n"
-                    f"95 % CI [{a['grad_lo']:.3f}, {a['grad_hi']:.3f}]: {verdict}",
+            verdict = ratio_verdict(a["grad_ratio"], a["grad_lo"], a["grad_hi"], "variance")
+            ax.text(0.02, 0.03, f"gradient-variance ratio at S = {ratio_at}: {a['grad_ratio']:.4f}\n"
+                    f"95 % CI [{a['grad_lo']:.4f}, {a['grad_hi']:.4f}]:\n{verdict}",
                     transform=ax.transAxes, fontsize=8.5, va="bottom", bbox={"fc": "white", "ec": "0.7", "alpha": 0.9})
-        ax.set_title(f"(c{gi + 1}) Trace_ELBO ÷ TraceMeanField_ELBO, {title}", fontsize=10)
+        ax.set_title(f"(c{gi + 1}) MC KL ÷ analytic KL (Pyro, paired noise), {title}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7.5, loc="upper right")
+        lo_all = min([r[f"{w}_lo"] for r in rr for w in ("grad", "elbo")] + [0.5])
+        hi_all = max([r[f"{w}_hi"] for r in rr for w in ("grad", "elbo")] + [2.0])
+        ax.set_ylim(lo_all / 1.5, hi_all * 1.5)
+        ax.legend(fontsize=8.5, loc="upper right")
     return fig
 
 

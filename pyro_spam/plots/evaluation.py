@@ -319,17 +319,18 @@ def plot_prior_sensitivity(prior: Mapping[str, Any], axes: Sequence[plt.Axes] | 
     ax = axes[0]
     ax.errorbar(scales, [r["lppd"] for r in rows], yerr=[r["se"] for r in rows], fmt="o-", capsize=5, color="C0",
                 label="held-out lppd ± 1 SE")
-    for r in rows:
-        if "diff_vs_1" in r and r["prior_scale"] != 1.0:
-            ax.annotate(f"{r['diff_vs_1']:+.4f} ± {r['diff_se']:.4f}\nvs scale 1 (paired)", (r["prior_scale"], r["lppd"]),
-                        textcoords="offset points", xytext=(0, -34), ha="center", fontsize=8)
+    diffs = [f"s = {r['prior_scale']:g}: {r['diff_vs_1']:+.4f} ± {r['diff_se']:.4f}" for r in rows
+             if "diff_vs_1" in r and r["prior_scale"] != 1.0]
+    if diffs:
+        ax.text(0.03, 0.04, "lppd change vs s = 1 (paired SE):\n" + "\n".join(diffs), transform=ax.transAxes, fontsize=8,
+                va="bottom", bbox={"fc": "white", "ec": "0.7", "alpha": 0.9})
     ax.set_xscale("log")
     ax.set_xticks(scales, [f"{s:g}" for s in scales])
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("prior sd s of every coefficient, N(0, s²) (log scale)")
     ax.set_ylabel("held-out lppd (nats per message)")
     ax.set_title("(a) Predictive fit versus prior scale")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     ymin = min(r["lppd"] - r["se"] for r in rows)
     ymax = max(r["lppd"] + r["se"] for r in rows)
@@ -370,13 +371,22 @@ def plot_model_size(size: Mapping[str, Any], ax: plt.Axes | None = None) -> plt.
         ax.fill_between(ks, lp - se, lp + se, color=col, alpha=0.15, lw=0)
         b = list(ks).index(res["best_k"])
         ax.plot([ks[b]], [lp[b]], "*", color=col, ms=15, mec="k", mew=0.6)
-    ax.axhline(size["intercept_only"], color="0.4", ls=":", lw=1.2, label=f"intercept only ({size['intercept_only']:.3f})")
+    lo = min(min(np.asarray(r["lppd"]) - np.asarray(r["se"])) for r in size["kinds"].values())
+    hi = max(max(np.asarray(r["lppd"]) + np.asarray(r["se"])) for r in size["kinds"].values())
+    pad = 0.08 * (hi - lo + 1e-3)
+    if size["intercept_only"] >= lo - 3 * pad:
+        ax.axhline(size["intercept_only"], color="0.4", ls=":", lw=1.2, label=f"intercept only ({size['intercept_only']:.3f})")
+        lo = min(lo, size["intercept_only"])
+    else:  # far below the curves: say so instead of squashing them
+        ax.plot([], [], " ", label=f"intercept only: {size['intercept_only']:.3f} (below the axis)")
+    ax.set_ylim(lo - pad, hi + pad)
     if size.get("run_k") is not None:
         ax.axvline(size["run_k"], color="0.5", ls="--", lw=1, label=f"this run's K={size['run_k']}")
     ax.set_xticks(ks)
     ax.set_xlabel("number of PCA components K")
     ax.set_ylabel("held-out lppd (nats per message, higher is better)")
-    ax.set_title("Model size: held-out predictive fit versus K (band: ± 1 SE)")
+    ax.set_title("Model size: held-out predictive fit versus K\n(band: ± 1 SE across messages; differences between K are paired, far more precise)",
+                 fontsize=10.5)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     return ax
