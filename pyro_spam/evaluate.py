@@ -517,4 +517,6 @@ def ratio_verdict(ratio: float, lo: float, hi: float, what: str = "gradient vari
     else:
         return f"no detectable difference: the analytic KL does not change the {what}"
     size = "a negligible " if change < negligible else ""
-    return f"the analytic KL {direction} the {what} by {size}{100 * change:.2g} %"
+    pct = 100 * change
+    text = f"{pct:.0f}" if pct >= 10 else f"{pct:.1f}" if pct >= 1 else f"{pct:.2g}"
+    return f"the analytic KL {direction} the {what} by {size}{text} %"

@@ -8,6 +8,7 @@ arithmetic for 2,000 draws × 1,115 test messages.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
@@ -30,6 +31,7 @@ def stage_evaluation(ctx: "RunContext") -> None:
     """Evaluations 1–5 of the primary fit into ``ctx.summary["evaluation"]``, files into ``ctx.dir``."""
     from .plots.evaluation import evaluation_figures
 
+    t0, c0 = time.perf_counter(), time.process_time()
     kind = primary_fit(ctx.fits)
     fr, fs = ctx.fits[kind], ctx.features
     summary, arrays = advanced_evaluation(
@@ -44,5 +46,6 @@ def stage_evaluation(ctx: "RunContext") -> None:
     figs = evaluation_figures(summary, arrays)
     for name, fig in figs.items():
         save_figure(fig, ctx.dir / name)
+    summary["seconds"] = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
     ctx.summary["evaluation"] = summary
     ctx.summary.setdefault("figures", []).extend(figs)

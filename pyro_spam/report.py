@@ -238,6 +238,14 @@ def _crosscheck_section(s: Mapping[str, Any]) -> Section | None:
         extra = {k: v for k, v in cc.items() if k != "rows"}
         if extra:
             sec.blocks.append(Table(["quantity", "value"], [[k, _short_value(v)] for k, v in _flatten(extra)]))
+    info = s.get("crosscheck_info")
+    if isinstance(info, Mapping) and info.get("mc_kl_slope") is not None:
+        sec.blocks.append(Para(f"The Monte Carlo KL converges to the closed form at the rate S^{f(info['mc_kl_slope'], 3)} "
+                               f"(theory S^−0.5), measured at the `{info.get('guide', '')}` guide."))
+    for name in s.get("figures", []):
+        if "crosscheck" in str(name):
+            sec.blocks.append(Figure(str(name), "(a) ELBO estimate of each implementation at the fitted guide (mean ± 2 SE); "
+                                                "(b) error of the Monte Carlo KL against the closed form versus the number of draws."))
     return sec
 
 
@@ -263,25 +271,64 @@ def _short_value(v: Any) -> str:
     return str(v)
 
 
+_DIAG_KNOWN = {"primary", "khat", "khat_reading", "loo", "per_fit", "files", "figures", "markdown", "seconds"}
+
+
+def _get(d: Any, path: str) -> Any:
+    for k in path.split("."):
+        if not isinstance(d, Mapping) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
 def _diagnostics_section(s: Mapping[str, Any]) -> Section | None:
     dg = s.get("diagnostics")
     if not dg:
         return None
     sec = Section("diagnostics", "Diagnostics")
-    if isinstance(dg, Mapping):
-        simple, tables = [], []
-        for k, v in dg.items():
-            if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
-                tables.append((k, v))
-            else:
-                simple.extend(_flatten({k: v}))
-        if simple:
-            sec.blocks.append(Table(["quantity", "value"], [[k, _short_value(v)] for k, v in simple]))
-        for k, v in tables:
-            cols = list(dict.fromkeys(c for row in v for c in row))
-            sec.blocks.append(Table(cols, [[_short_value(row.get(c)) for c in cols] for row in v], caption=k))
-    else:
+    if not isinstance(dg, Mapping):
         sec.blocks.append(Para(_short_value(dg)))
+        return sec
+    text = []
+    if dg.get("khat") is not None:
+        text.append(f"PSIS k̂ of the {dg.get('primary', '')} guide as an importance sampler for the posterior: **{f(dg['khat'], 2)}** "
+                    f"({dg.get('khat_reading', 'n/a')}; below 0.5 the guide covers the posterior well, above 0.7 importance "
+                    "reweighting of its draws is unreliable).")
+    loo = dg.get("loo")
+    if isinstance(loo, Mapping) and loo.get("elpd") is not None:
+        text.append(f"PSIS-LOO on the training messages: elpd {f(loo['elpd'], 1)} ± {f(loo.get('se'), 1)} (p_loo {f(loo.get('p_loo'), 1)}), "
+                    f"{f(loo.get('elpd_per_message'), 4)} per message against the held-out lppd {f(loo.get('lppd_test_per_message'), 4)}.")
+        if loo.get("warning"):
+            text.append("ArviZ warns: " + "; ".join(map(str, loo.get("warning_messages") or ["Pareto k above 0.7"])) + ".")
+    if text:
+        sec.blocks.append(Para(" ".join(text)))
+    per_fit = dg.get("per_fit")
+    if isinstance(per_fit, Mapping) and per_fit:
+        cols = [("k̂", "khat", 2), ("reading", "khat_reading", None), ("PSIS ESS", "psis.ess", 0), ("elpd_loo", "loo.elpd", 1),
+                ("SE", "loo.se", 1), ("p_loo", "loo.p_loo", 1), ("elpd/msg", "loo.elpd_per_message", 4),
+                ("held-out lppd/msg", "loo.lppd_test_per_message", 4), ("max Pareto k", "loo.k_max", 2)]
+        cols = [c for c in cols if any(_get(v, c[1]) is not None for v in per_fit.values())]
+        rows = [[ELBO_NAMES.get(k, k)] + [str(_get(v, c[1])) if c[2] is None else f(_get(v, c[1]), c[2]) for c in cols]
+                for k, v in per_fit.items()]
+        sec.blocks.append(Table(["fit"] + [c[0] for c in cols], rows))
+    rest = {k: v for k, v in dg.items() if k not in _DIAG_KNOWN}
+    simple, tables = [], []
+    for k, v in rest.items():
+        if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
+            tables.append((k, v))
+        else:
+            simple.extend(_flatten({k: v}))
+    if simple:
+        sec.blocks.append(Table(["quantity", "value"], [[k, _short_value(v)] for k, v in simple]))
+    for k, v in tables:
+        cols2 = list(dict.fromkeys(c for row in v for c in row))
+        sec.blocks.append(Table(cols2, [[_short_value(row.get(c)) for c in cols2] for row in v], caption=k))
+    files = [str(x) for x in (dg.get("files") or [])] + ([str(dg["markdown"])] if dg.get("markdown") else [])
+    if files:
+        sec.blocks.append(Para("Files in this run directory: " + ", ".join(f"`{x}`" for x in files) + "."))
+    for name in dg.get("figures") or []:
+        sec.blocks.append(Figure(str(name), str(name)))
     return sec
 
 
@@ -664,6 +711,9 @@ def _reproduce_section(s: Mapping[str, Any], run_dir: Path) -> Section:
     times = []
     if s.get("timings"):
         times.append(["pyro-spam run, total", f(s["timings"].get("total_seconds"), 1)])
+    ev_sec = (s.get("evaluation") or {}).get("seconds")
+    if ev_sec:
+        times.append([f"run: evaluations 1–5 with figures (CPU {f(ev_sec.get('cpu'), 1)} s)", f(ev_sec.get("wall"), 1)])
     if s.get("compare"):
         times += [[f"compare: {k.replace('_', ' ')}", f(v, 1)] for k, v in s["compare"].get("seconds", {}).items()]
     if times:
@@ -716,10 +766,6 @@ def build_sections(summary: Mapping[str, Any], run_dir: Path, figures_available:
 # ---------------------------------------------------------------- writers
 
 
-def _md_inline(text: str) -> str:
-    return text
-
-
 def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -732,9 +778,9 @@ def to_markdown(title: str, sections: Sequence[Section]) -> str:
         out += [f"<a id=\"{sec.id}\"></a>", "", f"{'#' * sec.level} {sec.title}", ""]
         for b in sec.blocks:
             if isinstance(b, Para):
-                out += [_md_inline(b.text), ""]
+                out += [b.text, ""]
             elif isinstance(b, Bullets):
-                out += [f"- {_md_inline(i)}" for i in b.items] + [""]
+                out += [f"- {i}" for i in b.items] + [""]
             elif isinstance(b, Table):
                 if b.caption:
                     out += [f"*{b.caption}*", ""]

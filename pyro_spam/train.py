@@ -25,6 +25,7 @@ from .checkpoint import TrainState
 from .config import TrainConfig
 from .errors import ConfigError, ModelFileError, TrainingError
 from .fast_elbo import JitMeanFieldELBO, JitTraceELBO
+from .optim import PyroAdam
 from .guide import LOC, SCALE, make_guide
 from .model import model
 from .schedule import PlateauSchedule
@@ -166,7 +167,7 @@ def fit_svi(
             pyro.set_rng_seed(cfg.seed + len(prev_hist))  # do not replay the first steps' noise
     guide = make_guide(cfg.init_scale, init_loc, init_scale)
     elbo = make_elbo(cfg.elbo, cfg.particles, jit=cfg.jit)
-    optim = pyro.optim.Adam({"lr": sched.lr, "betas": (0.9, cfg.adam_beta2)})
+    optim = PyroAdam({"lr": sched.lr, "betas": (0.9, cfg.adam_beta2)})  # pyro.optim.Adam's numbers, no torch._dynamo import
     svi_step = _SviStep(guide, elbo, optim, cfg.prior_scale)
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = _batches(n, cfg.batch_size, gen)

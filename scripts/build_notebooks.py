@@ -87,9 +87,10 @@ course format and read it back:"""),
 import tempfile
 from pathlib import Path
 
-tmp = Path(tempfile.mkdtemp())
-np.savez(tmp / "300d_example.npz", X=ds.X[:500, :300].astype(np.float16), y=ds.y[:500].astype(np.int64), msg=ds.msg[:500])
-small = load_npz(tmp / "300d_example.npz")
+with tempfile.TemporaryDirectory() as tmp:
+    path = Path(tmp) / "300d_example.npz"
+    np.savez(path, X=ds.X[:500, :300].astype(np.float16), y=ds.y[:500].astype(np.int64), msg=ds.msg[:500])
+    small = load_npz(path)
 print(small.X.shape, small.X.dtype, small.y.dtype, [str(m)[:40] for m in small.msg[:2]])'''),
         md("""## Data preparation and dimensionality reduction
 
@@ -200,8 +201,8 @@ for S in (4, 64, 1024):
           f" | MC KL {m.kl.item():+.3f} -> ELBO {m.elbo.item():9.2f}")'''),
         md("""Both variants share the expected log-likelihood; they differ only in the KL. The
 analytic KL does not depend on the draws; the Monte Carlo KL scatters around it and approaches
-it as S grows (notebook 02 measures the 1/√S rate, and the variance of both estimators and of
-their gradients).
+it, less so as S grows (notebook 02 measures the 1/√S rate, and the variance of both
+estimators and of their gradients).
 
 ## Training
 
@@ -228,12 +229,17 @@ plt.show()'''),
 split exactly into expected log-likelihood minus KL): the expected log-likelihood climbs as the
 weights leave the prior, and the KL grows to pay for it. With the Monte Carlo KL the KL curve is
 itself an estimate and wiggles; with the analytic KL it is smooth. The final variational
-parameters:"""),
+parameters (with the same seed both fits see the same draws, and the two KL gradients differ
+only by Monte Carlo terms that are small next to the likelihood's gradient, so the fits end up
+close; the printout says how close):"""),
         code('''\
 for kind, f in fits.items():
     print(kind)
     for name, m, s in zip(fs.coef_names, f.loc, f.scale):
         print(f"  {name:10s} loc {m:+.3f}  scale {s:.3f}")
+d_loc = np.abs(fits["trace"].loc - fits["meanfield"].loc).max()
+d_scale = np.abs(fits["trace"].scale - fits["meanfield"].scale).max()
+print(f"largest difference between the two fits: loc {d_loc:.1e}, scale {d_scale:.1e}")
 plot_weights(fits, fs.coef_names)
 plt.show()'''),
         md("""## Held-out ELBO
@@ -464,17 +470,21 @@ ratios = {(r["guide"], r["pair"]): r for r in est["ratios"] if r["S"] == 64}
 
 
 def ci(r, what):
-    lo, hi = r[f"{what}_lo"], r[f"{what}_hi"]
-    side = "lower" if hi < 1 else "higher" if lo > 1 else "no different"
-    return f"{r[f'{what}_ratio']:.3f} [95 % CI {lo:.3f}, {hi:.3f}]: {side}"
+    """The ratio, its interval, and which estimator it favours."""
+    v, lo, hi = r[f"{what}_ratio"], r[f"{what}_lo"], r[f"{what}_hi"]
+    side = ("lower with the MC KL" if hi < 1 else "higher with the MC KL" if lo > 1 else "no detectable difference")
+    return f"{v:.4f} [95 % CI {lo:.4f}, {hi:.4f}]: {side}"
 
 
 ri, rf = ratios[("initial", "pyro")], ratios[("fitted", "pyro")]
+all_slopes = grad_slopes + elbo_slopes
+like_1_over_s = (f"Every estimator's variance falls like 1/S" if min(all_slopes) > -1.25 and max(all_slopes) < -0.75 else
+                 f"The variances fall roughly like 1/S, with the scatter expected from {est['reps']} replicates per point")
 Markdown(f"""
-**1/S.** Every estimator's variance falls like 1/S: the log-log slopes of the gradient variance against S lie between
+**1/S.** {like_1_over_s}: the log-log slopes of the gradient variance against S lie between
 {min(grad_slopes):.2f} and {max(grad_slopes):.2f}, those of the ELBO estimate between {min(elbo_slopes):.2f} and
-{max(elbo_slopes):.2f} (theory −1: a mean of S independent terms). Doubling the particles halves the variance and
-doubles the cost, so S buys precision linearly — the trade-off is the same for every estimator.
+{max(elbo_slopes):.2f} (theory −1: a mean of S independent terms), so the standard error falls like 1/√S for every
+estimator: four times the particles for half the noise.
 
 **MC versus analytic KL** (variance ratio `Trace_ELBO` ÷ `TraceMeanField_ELBO` at S = 64, Pyro pair):
 
@@ -509,11 +519,11 @@ finals = {k: c["final_elbo"] for k, c in curves.items()}
 ms = {k: c["ms_per_step"] for k, c in curves.items()}
 fastest, slowest = min(ms, key=ms.get), max(ms, key=ms.get)
 Markdown(f"""
-All four reach final ELBOs within {max(finals.values()) - min(finals.values()):.1f} nats of each other
-({min(finals.values()):.1f} to {max(finals.values()):.1f}), so with S particles on full batches the choice of
+All four reach final ELBOs within {max(finals.values()) - min(finals.values()):.2f} nats of each other
+({min(finals.values()):.2f} to {max(finals.values()):.2f}), so with S particles on full batches the choice of
 estimator changes neither the optimum nor, visibly, the path to it. They differ in cost per step: from
-{ms[fastest]:.1f} ms ({fastest}) to {ms[slowest]:.1f} ms ({slowest}) on this machine, in one run — see
-`benchmarks/` for timing comparisons that control for machine load.
+{ms[fastest]:.1f} ms ({fastest}) to {ms[slowest]:.1f} ms ({slowest}) per step in this one run on a shared
+machine: indicative only, not a benchmark.
 """)'''),
         md("""## 3 · The mini-batch scaling lesson
 
@@ -604,7 +614,8 @@ print(f"B = {B_DEMO} of N = {N}, {STEPS} steps. Posterior mean of each coefficie
 print(loc_t.round(3).to_string())
 print("\\nPosterior sd / prior sd (1 = back at the prior):")
 print(ratio_t.round(3).to_string())
-print("\\ncoefficients that left the prior (sd ratio < 0.5):", n_left)'''),
+print("\\ncoefficients that left the prior (sd ratio < 0.5):", n_left)
+print(f"package fit: {pkg.steps} steps ({pkg.stop_reason})")'''),
         code('''\
 names = list(variants(B_DEMO))
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
@@ -617,7 +628,9 @@ a2.axhline(0.0, color="tab:red", ls=":", label="prior mean")
 a2.axhline(ref.loc[1], color="0.3", ls="--", label="full-batch fit")
 for ax in (a1, a2):
     ax.set_xscale("log"); ax.set_xticks(B_VALUES, [str(b) for b in B_VALUES]); ax.minorticks_off()
-    ax.set_xlabel("batch size B (log scale)"); ax.grid(alpha=0.3); ax.legend(fontsize=8)
+    ax.set_xlabel("batch size B (log scale)"); ax.grid(alpha=0.3)
+fig.legend(*a1.get_legend_handles_labels(), loc="lower center", ncol=5, fontsize=8, frameon=False)
+fig.subplots_adjust(bottom=0.25, wspace=0.25)
 a1.set_ylabel("mean posterior sd / prior sd"); a1.set_title(f"(a) How far q stays from the prior (N = {N})")
 a2.set_ylabel(f"posterior mean of {fs.coef_names[1]} (log-odds per sd)"); a2.set_title(f"(b) The strongest term, {fs.coef_names[1]}")
 plt.show()'''),
@@ -640,21 +653,27 @@ for label, n_eff in ((f"fixed, N/B scaling (N = {N})", N), (f"unscaled (B = {B_D
     print(f"  {label:28s}: data worth {n_eff * gain:9.2f} nats against a KL of {kl_fit:.2f}")'''),
         code('''\
 un, mean_, fixed_ = (demo[n] for n in names)
+x1_err = [abs(results[(names[2], B)][0][1] - ref.loc[1]) for B in B_VALUES]
+trend = (f"panel (b) shows the fixed variant's {fs.coef_names[1]} closer to the full-batch value at B = {B_VALUES[-1]} "
+         f"({x1_err[-1]:.2f} away) than at B = {B_VALUES[0]} ({x1_err[0]:.2f} away)" if x1_err[-1] < x1_err[0] else
+         f"panel (b) shows how far the fixed variant's {fs.coef_names[1]} lands from the full-batch value at each B")
 Markdown(f"""
 **What happened.** With B = {B_DEMO}:
 
-* the **batch mean** leaves every weight at the prior: posterior sd / prior sd between {mean_[1].min():.2f} and
-  {mean_[1].max():.2f}, posterior means within {np.abs(mean_[0]).max():.2f} of 0 — the data are worth
-  {gain:.2f} nats against a KL of {kl_fit:.1f}, so the cheapest ELBO is the prior itself;
+* the **batch mean** puts every weight back next to the prior: posterior sd / prior sd between
+  {mean_[1].min():.2f} and {mean_[1].max():.2f}, posterior means within {np.abs(mean_[0]).max():.2f} of 0 — one
+  message's worth of data ({gain:.2f} nats) cannot pay for a KL of {kl_fit:.1f}, so q stays where the KL is zero;
 * the **unscaled** plate of B rows keeps sd ratios between {un[1].min():.2f} and {un[1].max():.2f} and shrinks
   {fs.coef_names[1]} to {un[0][1]:.2f} (full batch: {ref.loc[1]:.2f}): the posterior of a data set of {B_DEMO}
   messages, not {N}. Panel (a) shows the sd ratio falling only slowly as B grows; it would take B ≈ N to recover
   the right answer, i.e. no mini-batching at all;
 * the **fix**, `pyro.plate("data", N, subsample_size=B)`, gives sd ratios between {fixed_[1].min():.3f} and
-  {fixed_[1].max():.3f} and {fs.coef_names[1]} = {fixed_[0][1]:.2f}, next to the full-batch
-  {ref.scale.min():.3f}–{ref.scale.max():.3f} and {ref.loc[1]:.2f}, and so does the package's
-  `fit(batch_size={B_DEMO})` ({n_left[f"package: fit(batch_size={B_DEMO})"]} of {K + 1} coefficients left the prior,
-  as in the full-batch fit: {n_left["full batch (reference)"]}). What remains is mini-batch noise, larger at small B.
+  {fixed_[1].max():.3f} and {fs.coef_names[1]} = {fixed_[0][1]:.2f}: the scale of the full-batch fit
+  ({ref.scale.min():.3f}–{ref.scale.max():.3f} and {ref.loc[1]:.2f}) and far from the prior; the package's
+  `fit(batch_size={B_DEMO})` gives {fs.coef_names[1]} = {pkg.loc[1]:.2f}
+  ({n_left[f"package: fit(batch_size={B_DEMO})"]} of {K + 1} coefficients left the prior, as in the full-batch fit:
+  {n_left["full batch (reference)"]}). What remains is mini-batch noise in the last iterate: B = {B_DEMO} is a tiny
+  batch, and {trend}.
 
 The break-even count above — about {kl_fit / gain:.0f} messages' worth of likelihood to pay for the fitted q's KL —
 is why a collapsed fit is a scaling bug and not a modelling result: a held-out ELBO near the intercept-only baseline
@@ -815,28 +834,54 @@ plt.show()'''),
         code('''\
 kh, lo = khats["meanfield"], loos["meanfield"]
 n_ok = lo["pareto_k_counts"][next(k for k in lo["pareto_k_counts"] if k.startswith("k<="))]
-narrowest = cmp.sd_ratio.idxmin()
+narrowest, n_narrow = cmp.sd_ratio.idxmin(), int((cmp.sd_ratio < 0.9).sum())
+pw_vi = lppd_pointwise(draws["meanfield"][1].loglik)
+pw_nuts = lppd_pointwise(predict_draws(flat, fs.X_test, fs.y_test).loglik)
+d_pred = float((pw_vi - pw_nuts).mean())
+se_pred = float((pw_vi - pw_nuts).std(ddof=1) / np.sqrt(pw_vi.size))
+se_loo, se_test = lo["se"] / lo["n_obs"], float(pw_vi.std(ddof=1) / np.sqrt(pw_vi.size))
+d_loo = lo["elpd_per_message"] - lppd_test["meanfield"]
+rhat, ess, n_div = float(nuts_summary["r_hat"].max()), float(nuts_summary["ess_bulk"].min()), int(res.diverging.sum())
+nuts_ok = rhat <= 1.01 and ess >= 400 and n_div == 0
+same_side = (k_theory > 0.7) == (kh.khat > 0.7)
+if same_side:
+    k_cmp = ("above 0.7 like the PSIS value: both say q is not a reliable importance-sampling proposal for this posterior"
+             if kh.khat > 0.7 else "below 0.7 like the PSIS value")
+else:
+    k_cmp = (f"the other side of 0.7 from PSIS: k̂ from {n_draws} draws is itself noisy, and the large ratios of an "
+             "underdispersed q sit in its own tails, which its draws rarely reach")
+pred_same = abs(d_pred) < max(2 * se_pred, 0.001)
+loo_agrees = abs(d_loo) < 2 * np.hypot(se_loo, se_test)
+n_bad = lo["n_obs"] - n_ok
+k_txt = (f"every Pareto k is below {lo['good_k']:.2f} (max {lo['k_max']:.2f}), so every leave-one-out term is reliable"
+         if n_bad == 0 else
+         f"{n_bad} of {lo['n_obs']} Pareto k values exceed {lo['good_k']:.2f} (max {lo['k_max']:.2f}), hence ArviZ's warning: "
+         f"{'that message' if n_bad == 1 else 'those messages'} would need an exact refit for a reliable leave-one-out term")
 Markdown(f"""
 **What the diagnostics say** (analytic-KL fit; the Monte-Carlo-KL fit gives k̂ = {khats['trace'].khat:.2f}).
 
-*k̂.* PSIS finds k̂ = {kh.khat:.2f} for q ({kh.reading}), with an importance-sampling ESS of {kh.ess:.0f} of
-{n_draws} draws. NUTS explains why: the posterior of {corr['pair'][0]} and {corr['pair'][1]} has correlation
-ρ = {corr['rho']:+.2f}, which a factorised Gaussian cannot represent, so q is narrower than the posterior along that
-direction — sd_VI / sd_NUTS is {cmp.sd_ratio.min():.2f} for {narrowest} (all ratios: {cmp.sd_ratio.min():.2f} to
-{cmp.sd_ratio.max():.2f}). If the posterior were exactly Gaussian with NUTS's covariance, this q would have
-k = {k_theory:.2f}; PSIS's {kh.khat:.2f} is {'consistent with that (both above 0.7)' if (k_theory > 0.7) == (kh.khat > 0.7) else 'on the other side of 0.7 from that prediction — k̂ from a few thousand draws is itself noisy'}.
+*NUTS, the reference*, {'meets' if nuts_ok else 'falls short of'} the usual criteria (r̂ ≤ 1.01, bulk ESS ≥ 400, no
+divergences): r̂ at most {rhat:.3f}, bulk ESS at least {ess:.0f}, {n_div} divergences
+({opts.chains} chains × {opts.draws} draws{'' if nuts_ok else '; a short run, so read its sds as approximate'}).
 
-*Means versus spreads.* The posterior means agree: the largest gap is {cmp.mean_shift_in_sd.max():.2f} NUTS sd. The
-spread is where mean-field VI errs, in the known direction (too narrow along correlated directions) — credible
-intervals for single coefficients from q are too short, even though its point summaries are right.
+*Means versus spreads.* The posterior means of VI and NUTS agree to within {cmp.mean_shift_in_sd.max():.2f} NUTS
+sd. The spreads do not: sd_VI / sd_NUTS runs from {cmp.sd_ratio.min():.2f} ({narrowest}) to {cmp.sd_ratio.max():.2f},
+and {n_narrow} of {K + 1} coefficients are more than 10 % too narrow under q. NUTS shows why: the posterior of
+{corr['pair'][0]} and {corr['pair'][1]} has correlation ρ = {corr['rho']:+.2f}, which a factorised Gaussian cannot
+represent; fitting it by KL(q‖p) makes q as narrow as the posterior's *conditional* spread along that direction, the
+known failure of mean-field VI. Credible intervals for those coefficients from q are too short, though its point
+summaries are right.
 
-*Predictions.* This matters little for prediction: the held-out lppd per message is {lppd_test['meanfield']:.4f}
-with VI and {lppd_nuts:.4f} with NUTS. PSIS-LOO on the guide's draws gives {lo['elpd_per_message']:.4f} per
-message against the held-out {lppd_test['meanfield']:.4f}, with {n_ok} of {lo['n_obs']} Pareto k values below
-{lo['good_k']:.2f} (max {lo['k_max']:.2f}).
+*k̂.* PSIS finds k̂ = {kh.khat:.2f} for q ({kh.reading}), with an importance-sampling ESS of {kh.ess:.0f} of {n_draws}
+draws. If the posterior were exactly Gaussian with NUTS's covariance, this q would have k = {k_theory:.2f}
+({k_cmp}).
 
-*NUTS itself* is trustworthy here: r̂ at most {nuts_summary['r_hat'].max():.3f}, bulk ESS at least
-{nuts_summary['ess_bulk'].min():.0f}, {int(res.diverging.sum())} divergences.
+*Predictions* {'hardly notice' if pred_same else 'do notice'}: the held-out lppd per message is {lppd_test['meanfield']:.4f} with VI and
+{lppd_nuts:.4f} with NUTS, a paired difference of {d_pred:+.5f} ± {se_pred:.5f}. PSIS-LOO on the guide's draws
+gives {lo['elpd_per_message']:.4f} per message against the held-out {lppd_test['meanfield']:.4f}
+(difference {d_loo:+.4f}; standard errors {se_loo:.4f} and {se_test:.4f}): the estimate from the training data
+{'agrees with the test split within two standard errors' if loo_agrees else 'differs from the test split by more than two standard errors'}.
+{k_txt[0].upper() + k_txt[1:]}.
 """)'''),
     ]
 

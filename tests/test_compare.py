@@ -133,6 +133,15 @@ def test_estimator_variance_known_structure(data):
         assert 0.5 < r["grad_ratio"] < 2
 
 
+def test_estimator_variance_same_seed_same_numbers(data):
+    """Two runs with one seed give identical variances and ratios (timings aside)."""
+    _, fs = data
+    guides = {"g": (np.array([-1.0, 0.5, 0.0, 0.0]), np.full(4, 0.2))}
+    a, b = (C.estimator_variance(fs.X_train, fs.y_train, guides, (1, 4), 6, seed=3, n_boot=20) for _ in range(2))
+    strip = lambda t: [{k: v for k, v in r.items() if k != "ms_per_eval"} for r in t]  # noqa: E731
+    assert strip(a["table"]) == strip(b["table"]) and a["ratios"] == b["ratios"]
+
+
 def test_run_writes_evaluation_and_report(run_dir):
     """`pyro-spam run` itself adds evaluations 1–5, their figures, predictive_test.npz and the report."""
     s = json.loads((run_dir / "summary.json").read_text())

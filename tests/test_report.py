@@ -134,7 +134,8 @@ def test_optional_sections(run_dir):
     _, page = R.render_report(run_dir, s)
     html = page.read_text()
     assert "2 of 3</strong> comparisons agree" in html and 'class="bad">NO' in html
-    assert "psis_khat" in html and "loo.elpd" in html and "nuts_sd" in html
+    assert "PSIS-LOO on the training messages: elpd -170.2 ± 9.1" in html  # known keys become a sentence
+    assert "psis_khat" in html and "nuts_sd" in html  # unknown ones a table
     assert "diagnostics_extra.png" in html  # unplaced figures are shown under "Other figures"
 
 
