@@ -1,8 +1,10 @@
 """How a step scales: ms/step and peak memory versus N (full batch vs subsampling) and versus S.
 
-Each point runs in a fresh process (clean peak-memory reading), on one torch thread unless the
-point says otherwise. Peak memory = the process's peak resident set size (``ru_maxrss``) minus its
-resident size just before the fit (data already in memory), i.e. what training adds.
+Each point runs in a fresh process, on one torch thread unless the point says otherwise, after a
+warm-up fit; ms/step is the difference quotient of the median wall times of two step counts
+(3 alternating repeats each; setup cancels). Peak memory = the peak resident set size (``VmHWM``,
+reset after the warm-up through ``/proc/self/clear_refs``) during one fit, minus the resident size
+at that reset (data already in memory), i.e. what one fit adds.
 
 * N sweep: the default training set replicated 1x, 10x, 100x (4,459 … 445,900 rows), S = 64;
   ``pyro_spam`` full batch, ``pyro_spam`` with ``batch_size`` B = 1,000 (its own subsample
@@ -24,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -39,13 +40,21 @@ B = 1000
 W_TRUE = np.array([-2.0, 1.5, -1.0, 0.5, 0.0, 0.25])
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> float:
+    """Reset the peak-RSS mark (Linux: ``echo 5 > /proc/self/clear_refs``); return the resident size now (MiB)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mb("VmRSS")
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return _status_mb("VmHWM")
 
 
 def _data(spec: str, features: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +129,7 @@ def _hand_loop(x, y, steps: int, particles: int):
         elbo.item()
 
 
-def point_worker(variant: str, spec: str, particles: int, steps: int, threads: int, features: Path) -> dict:
+def point_worker(variant: str, spec: str, particles: int, steps: int, threads: int, features: Path, repeats: int = 3) -> dict:
     """ms/step (difference of two step counts, setup cancels) and the memory training adds."""
     import torch
 
@@ -128,21 +137,26 @@ def point_worker(variant: str, spec: str, particles: int, steps: int, threads: i
     x, y = _data(spec, features)
     import pyro_spam.train  # noqa: F401 - imports before the memory baseline
 
-    base = _rss_mb()
     run = {
         "ours-full": lambda n: _ours_steps(x, y, n, particles, None),
         "ours-subsample": lambda n: _ours_steps(x, y, n, particles, B),
         "pyro-plate-subsample_size": lambda n: _plate_loop(x, y, n, particles, B),
         "hand-full": lambda n: _hand_loop(x, y, n, particles),
     }[variant]
-    times = {}
-    for n in (max(steps // 4, 2), steps):
-        t = time.perf_counter()
-        run(n)
-        times[n] = time.perf_counter() - t
-    n1, n2 = sorted(times)
+    n1, n2 = max(steps // 4, 2), steps
+    run(n1)  # warm-up (one-time lazy initialisation)
+    base = _reset_peak()
+    run(n2)  # the memory reading: one fit
+    peak_added = _peak_mb() - base
+    times: dict[int, list[float]] = {n1: [], n2: []}
+    for _ in range(repeats):  # alternate the two lengths; medians damp the noise of a shared machine
+        for n in (n1, n2):
+            t = time.perf_counter()
+            run(n)
+            times[n].append(time.perf_counter() - t)
+    t1, t2 = float(np.median(times[n1])), float(np.median(times[n2]))
     return {"variant": variant, "data": spec, "n_rows": int(x.shape[0]), "particles": particles, "threads": threads,
-            "ms_per_step": 1e3 * (times[n2] - times[n1]) / (n2 - n1), "peak_added_mb": _peak_mb() - base,
+            "ms_per_step": 1e3 * (t2 - t1) / (n2 - n1), "peak_added_mb": peak_added,
             "rss_before_mb": base, "steps": [n1, n2]}
 
 
@@ -154,7 +168,7 @@ def fit_worker(spec: str, features: Path) -> dict:
     from pyro_spam.train import fit
 
     x, y = _data(spec, features)
-    base = _rss_mb()
+    base = _reset_peak()
     t = time.perf_counter()
     fr = fit(x, y, TrainConfig(batch_size=B))
     wall = time.perf_counter() - t

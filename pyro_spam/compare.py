@@ -49,7 +49,7 @@ from .features import build_features
 from .guide import LOC, SCALE, make_guide
 from .model import model
 from .posterior import draw_weights, predict_draws
-from .rundir import SUMMARY, _jsonable, read_json, save_figure, write_json, write_npz
+from .rundir import SUMMARY, to_jsonable, read_json, save_figure, write_json, write_npz
 from .train import TrainState, fit, make_elbo, torch_threads
 from .types import Dataset, ElboHistory
 
@@ -580,7 +580,7 @@ def run_compare(run_dir: str | Path, *, quick: bool = False, settings: CompareSe
     summary["estimators"] = est
     figures = summary.setdefault("figures", [])
     figures.extend(n for n in COMPARE_FIGURES if n not in figures)
-    summary = json.loads(json.dumps(_jsonable(summary)))
+    summary = json.loads(json.dumps(to_jsonable(summary)))
     write_json(run_dir / SUMMARY, summary)  # the expensive numbers first, then what is drawn from them
     draw_compare_figures(run_dir, summary)
     render_report(run_dir)

@@ -36,6 +36,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .errors import ModelFileError
+from .rundir import FILE_MODE
 from .posterior import Draws
 from .types import FitResult
 
@@ -221,6 +222,7 @@ def save_netcdf(idata: az.InferenceData, path: Path) -> Path:
     os.close(fd)
     try:
         _write_groups(idata, tmp)
+        os.chmod(tmp, FILE_MODE)  # mkstemp made it private; run files get the umask-based mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

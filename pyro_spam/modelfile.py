@@ -32,7 +32,7 @@ from . import __version__
 from .errors import ModelFileError
 from .estimator import VariationalSpamClassifier
 from .features import FeaturePipeline
-from .rundir import _jsonable, atomic_write_bytes
+from .rundir import to_jsonable, atomic_write_bytes
 from .types import ElboHistory, FitResult
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ def save_model(
         "arrays": {k: list(v.shape) for k, v in arrays.items()},
         "sha256": _digest(arrays),
     }
-    text = json.dumps(_jsonable(header), allow_nan=False, sort_keys=True)
+    text = json.dumps(to_jsonable(header), allow_nan=False, sort_keys=True)
     buf = io.BytesIO()
     np.savez(buf, header=np.array(text, dtype=str), **arrays)
     path = Path(path)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .evaluate import ratio_verdict
-from .rundir import SUMMARY, _jsonable, atomic_write_text, read_json
+from .rundir import SUMMARY, to_jsonable, atomic_write_text, read_json
 
 if TYPE_CHECKING:
     from .pipeline import RunContext
@@ -901,7 +901,7 @@ def render_report(run_dir: str | Path, summary: Mapping[str, Any] | None = None)
     the directory, in the order ``summary["figures"]`` lists them.
     """
     run_dir = Path(run_dir)
-    s = json.loads(json.dumps(_jsonable(dict(summary if summary is not None else read_json(run_dir / SUMMARY)))))
+    s = json.loads(json.dumps(to_jsonable(dict(summary if summary is not None else read_json(run_dir / SUMMARY)))))
     listed = [n for n in s.get("figures", []) if (run_dir / n).is_file()]
     present = sorted(p.name for p in run_dir.glob("*.png"))
     figures = list(dict.fromkeys(listed + present))

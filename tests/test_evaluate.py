@@ -11,7 +11,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from pyro_spam import evaluate as ev
-from pyro_spam.rundir import _jsonable
+from pyro_spam.rundir import to_jsonable
 
 
 # ---------------------------------------------------------------- 1. weights
@@ -238,7 +238,7 @@ def test_advanced_evaluation_is_complete_and_json_able():
     q = summary["qualitative"]["most_uncertain"]
     assert len(q) == 4 and q[0]["row"] >= 1000 and q[0]["text"].startswith("msg <")
     assert arrays["p_mean"].shape == (n_te,)
-    json.dumps(_jsonable(summary), allow_nan=False)
+    json.dumps(to_jsonable(summary), allow_nan=False)
 
 
 def test_ratio_verdict_direction():
