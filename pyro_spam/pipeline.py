@@ -44,6 +44,7 @@ class RunContext:
     draws_test: dict[str, Draws] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     dir: Path | None = None
+    name: str | None = None  # the run directory's final name (ctx.dir may be a staging folder)
 
 
 def versions() -> dict[str, str]:
@@ -205,7 +206,7 @@ def run(
         ctx = prepare(config)
         if resume is not None:
             resume.check_features(ctx.features)
-        ctx.dir = stage
+        ctx.dir, ctx.name = stage, Path(out).name
         fit_all(ctx, progress=progress, resume=resume)
         evaluate_fits(ctx)
         ctx.summary["meta"] = {"config": config.to_dict(), "seed": config.train.seed, "versions": versions()}

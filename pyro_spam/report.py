@@ -689,7 +689,7 @@ def writeup(s: Mapping[str, Any]) -> str:
     return "\n\n".join([motivation, impl, " ".join(ins)])
 
 
-def _reproduce_section(s: Mapping[str, Any], run_dir: Path) -> Section:
+def _reproduce_section(s: Mapping[str, Any], name: str) -> Section:
     meta = s.get("meta", {})
     cfg = meta.get("config", {})
     fc, tc = cfg.get("features", {}), cfg.get("train", {})
@@ -701,10 +701,10 @@ def _reproduce_section(s: Mapping[str, Any], run_dir: Path) -> Section:
             "--elbo", "both" if len(elbos) == 2 else (elbos[0] if elbos else "both"), "--engine", str(tc.get("engine")),
             "-S", str(tc.get("particles")), "--batch-size", "full" if tc.get("batch_size") is None else str(tc.get("batch_size")),
             "--steps", str(tc.get("max_steps")), "--lr", f"{tc.get('lr')}", "--prior-scale", f"{tc.get('prior_scale')}",
-            "--seed", str(tc.get("seed")), "--draws", str(cfg.get("num_draws")), "--out", str(run_dir.name)]
+            "--seed", str(tc.get("seed")), "--draws", str(cfg.get("num_draws")), "--out", name]
     blocks: list[Any] = [Para("Same seed, same numbers. The run was made with:"), Para("`" + " ".join(cmd) + "`")]
     if s.get("compare"):
-        blocks.append(Para(f"followed by `pyro-spam compare {run_dir.name}" + (" --quick" if s["compare"].get("quick") else "") + "`."))
+        blocks.append(Para(f"followed by `pyro-spam compare {name}" + (" --quick" if s["compare"].get("quick") else "") + "`."))
     vers = meta.get("versions", {})
     if vers:
         blocks.append(Table(["package", "version"], [[k, str(v)] for k, v in vers.items()]))
@@ -721,11 +721,12 @@ def _reproduce_section(s: Mapping[str, Any], run_dir: Path) -> Section:
     return Section("reproduce", "Reproduce", blocks)
 
 
-def build_sections(summary: Mapping[str, Any], run_dir: Path, figures_available: Sequence[str] = ()) -> tuple[str, list[Section]]:
+def build_sections(summary: Mapping[str, Any], run_dir: Path, figures_available: Sequence[str] = (), name: str | None = None) -> tuple[str, list[Section]]:
     """The report's title and sections (document model shared by the Markdown and HTML writers)."""
     s = summary
     d = s["data"]
-    title = f"pyro-spam report: {run_dir.name}"
+    name = name or run_dir.name
+    title = f"pyro-spam report: {name}"
     secs: list[Section] = []
     findings = _key_findings(s)
     intro = Para(f"Variational Bayesian logistic regression on {d['n']:,} messages ({d.get('source')}), {d['feature_kind']} terms of "
@@ -751,7 +752,7 @@ def build_sections(summary: Mapping[str, Any], run_dir: Path, figures_available:
     secs.append(_estimators_section(s))
     wu = writeup(s)
     secs.append(Section("writeup", f"Write-up: advanced evaluation ({word_count(wu)} words)", [Para(p) for p in wu.split("\n\n")]))
-    secs.append(_reproduce_section(s, run_dir))
+    secs.append(_reproduce_section(s, name))
     shown = {b.name for sec in secs for b in sec.blocks if isinstance(b, Figure)}
     extra = [n for n in figures_available if n not in shown]
     if extra:
@@ -894,7 +895,7 @@ def to_html(title: str, sections: Sequence[Section], run_dir: Path, subtitle: st
 # ---------------------------------------------------------------- entry points
 
 
-def render_report(run_dir: str | Path, summary: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+def render_report(run_dir: str | Path, summary: Mapping[str, Any] | None = None, name: str | None = None) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``run_dir`` (atomically) and return their paths.
 
     ``summary`` defaults to the directory's ``summary.json``; figures are the PNGs present in
@@ -905,7 +906,7 @@ def render_report(run_dir: str | Path, summary: Mapping[str, Any] | None = None)
     listed = [n for n in s.get("figures", []) if (run_dir / n).is_file()]
     present = sorted(p.name for p in run_dir.glob("*.png"))
     figures = list(dict.fromkeys(listed + present))
-    title, sections = build_sections(s, run_dir, figures)
+    title, sections = build_sections(s, run_dir, figures, name)
     d = s["data"]
     subtitle = (f"{d['n']:,} messages · {d['feature_kind']} terms, K = {d['components']} · "
                 f"seed {s.get('meta', {}).get('seed', 'n/a')} · pyro-spam {s.get('meta', {}).get('versions', {}).get('pyro_spam', '')}")
@@ -917,4 +918,4 @@ def render_report(run_dir: str | Path, summary: Mapping[str, Any] | None = None)
 
 def stage_report(ctx: "RunContext") -> None:
     """Last stage of ``pyro-spam run``: the report from everything the earlier stages added."""
-    render_report(ctx.dir, ctx.summary)
+    render_report(ctx.dir, ctx.summary, name=ctx.name)
