@@ -105,6 +105,14 @@ class _CompiledLossAndLoglik:
 
         return loss_and_loglik
 
+    def _vectorized_num_particles(self, fn: Callable) -> Callable:
+        # Pyro's particle plate, with its size given as a plain int: otherwise the trace records
+        # the plate's scale S/S as a tensor and every log-probability is multiplied by it.
+        if self.num_particles == 1:
+            return fn
+        return pyro.plate("num_particles_vectorized", self.num_particles, subsample_size=self.num_particles,
+                          dim=-self.max_plate_nesting)(fn)
+
     @property
     def compilations(self) -> int:
         """How many graphs have been traced so far (one per model/guide pair and argument signature)."""

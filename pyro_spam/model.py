@@ -34,11 +34,16 @@ def model(x: Tensor, y: Tensor | None = None, subsample: Tensor | None = None, p
         Row indices of the mini-batch; the plate scales the likelihood by N / len(subsample).
     prior_scale : float, default=1.0
     """
-    n, k = x.shape
+    # Plain ints, also under torch.jit.trace (where x.shape[0] would be traced): the plate's scale
+    # N/B then stays a Python number, and Pyro skips multiplying the S×N log-likelihood by 1.0.
+    n, k = len(x), x.shape[-1]
+    b = n if subsample is None else len(subsample)
     w = pyro.sample("w", dist.Normal(x.new_zeros(k + 1), prior_scale).to_event(1))
     # Under vectorised particles w is (S, 1, K+1): the size-1 dim is the data plate's slot.
     # Drop it before the matmul, or the logits come out as (S, 1, N) and broadcast wrongly.
     w_flat = w.squeeze(DATA_PLATE_DIM - 1) if w.dim() > 1 else w
-    with pyro.plate("data", n, subsample=subsample, dim=DATA_PLATE_DIM) as idx:
-        z = logits(w_flat, x[idx])
-        return pyro.sample("y", dist.Bernoulli(logits=z), obs=None if y is None else y[idx])
+    with pyro.plate("data", n, subsample=subsample, subsample_size=b, dim=DATA_PLATE_DIM) as idx:
+        xb = x if subsample is None else x[idx]  # the full batch needs no gather
+        yb = y if y is None or subsample is None else y[idx]
+        z = logits(w_flat, xb)
+        return pyro.sample("y", dist.Bernoulli(logits=z), obs=yb)
