@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .config import TrainConfig
 from .errors import ConfigError, PyroSpamError
 
 EXIT_USER_ERROR = 2
+_TRAIN_DEFAULTS = TrainConfig()  # one source of defaults: the CLI shows the library's
 EXIT_INTERRUPTED = 130
 # Options that make up a run's configuration; with --resume they come from the run directory.
-CONFIG_OPTIONS = ("data", "components", "variance_target", "features", "test_size", "elbo", "engine",
+CONFIG_OPTIONS = ("window", "tol", "data", "components", "variance_target", "features", "test_size", "elbo", "engine",
                   "particles", "batch_size", "steps", "lr", "prior_scale", "seed", "draws")
 
 
@@ -59,6 +61,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=0.1, help="initial Adam learning rate (default 0.1)")
     g.add_argument("--prior-scale", type=float, default=1.0, help="sd of the N(0, s²) prior on each coefficient (default 1)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--window", type=int, default=_TRAIN_DEFAULTS.window,
+                   help=f"steps per convergence check (default {_TRAIN_DEFAULTS.window}); raise it for small mini-batches, "
+                        "whose noisy ELBO can look like a plateau too early")
+    g.add_argument("--tol", type=float, default=_TRAIN_DEFAULTS.tol,
+                   help=f"plateau threshold in nats between successive windows (default {_TRAIN_DEFAULTS.tol:g})")
     g.add_argument("--draws", type=int, default=1000, help="guide draws for predictive, ArviZ and diagnostics (default 1000)")
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=None, help="run directory (default runs/run-<time>)")
@@ -92,7 +99,8 @@ def _run_config(args: argparse.Namespace):
         features=FeatureConfig(components=args.components, variance_target=args.variance_target,
                                kind=args.features, test_size=args.test_size),
         train=TrainConfig(engine=args.engine, particles=args.particles, batch_size=args.batch_size,
-                          max_steps=args.steps, lr=args.lr, prior_scale=args.prior_scale, seed=args.seed),
+                          max_steps=args.steps, lr=args.lr, prior_scale=args.prior_scale, seed=args.seed,
+                          window=args.window, tol=args.tol),
         elbos=elbo_choice_to_types(args.elbo),
         num_draws=args.draws,
     )
