@@ -55,10 +55,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--elbo", choices=("trace", "meanfield", "both"), default="both", help="Trace_ELBO (MC KL), TraceMeanField_ELBO (analytic KL) or both (default)")
     g.add_argument("--engine", choices=("svi", "manual"), default="svi", help="Pyro SVI or the plain-torch manual ELBO loop (default svi)")
-    g.add_argument("--particles", "-S", type=int, default=64, help="Monte Carlo particles per step (default 64)")
+    g.add_argument("--particles", "-S", type=int, default=_TRAIN_DEFAULTS.particles, help=f"Monte Carlo particles per step (default {_TRAIN_DEFAULTS.particles})")
     g.add_argument("--batch-size", type=_batch, default=None, help="mini-batch size B or 'full' (default full: N≈4.5k is cheap)")
-    g.add_argument("--steps", type=int, default=3000, help="step budget; training stops earlier at convergence (default 3000)")
-    g.add_argument("--lr", type=float, default=0.1, help="initial Adam learning rate (default 0.1)")
+    g.add_argument("--steps", type=int, default=_TRAIN_DEFAULTS.max_steps, help=f"step budget; training stops earlier at convergence (default {_TRAIN_DEFAULTS.max_steps})")
+    g.add_argument("--lr", type=float, default=_TRAIN_DEFAULTS.lr, help=f"initial Adam learning rate (default {_TRAIN_DEFAULTS.lr:g})")
     g.add_argument("--prior-scale", type=float, default=1.0, help="sd of the N(0, s²) prior on each coefficient (default 1)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--window", type=int, default=_TRAIN_DEFAULTS.window,
