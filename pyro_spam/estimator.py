@@ -62,6 +62,9 @@ def _log_sigmoid(z: np.ndarray) -> np.ndarray:
     return -np.logaddexp(0.0, -z)
 
 
+_TRAIN_DEFAULTS = TrainConfig()  # the estimator's defaults are the library's
+
+
 class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
     """Bayesian logistic classifier on polynomial PCA terms, fitted by variational inference.
 
@@ -84,12 +87,14 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         Mini-batch size; ``None`` uses all rows each step.
     steps : int, default=3000
         Step budget; training usually stops earlier at convergence.
-    lr : float, default=0.05
+    lr : float, default=0.1
         Initial Adam learning rate, divided by 10 at each plateau.
     lr_decays : int, default=2
         Plateaus passed (with a 10x smaller rate each) before declaring convergence.
-    window : int, default=100
+    window : int, default=20
         Steps per convergence check.
+    adam_beta2 : float, default=0.9
+        Adam's second-moment decay (see :class:`~pyro_spam.config.TrainConfig`).
     tol : float, default=0.5
         Plateau threshold in nats.
     prior_scale : float, default=1.0
@@ -135,10 +140,11 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         particles: int = 64,
         batch_size: int | None = None,
         steps: int = 3000,
-        lr: float = 0.05,
-        lr_decays: int = 2,
-        window: int = 100,
-        tol: float = 0.5,
+        lr: float = _TRAIN_DEFAULTS.lr,
+        lr_decays: int = _TRAIN_DEFAULTS.lr_decays,
+        window: int = _TRAIN_DEFAULTS.window,
+        tol: float = _TRAIN_DEFAULTS.tol,
+        adam_beta2: float = _TRAIN_DEFAULTS.adam_beta2,
         prior_scale: float = 1.0,
         init_scale: float = 0.1,
         seed: int = 0,
@@ -157,6 +163,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         self.lr_decays = lr_decays
         self.window = window
         self.tol = tol
+        self.adam_beta2 = adam_beta2
         self.prior_scale = prior_scale
         self.init_scale = init_scale
         self.seed = seed
@@ -176,7 +183,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
             return TrainConfig(
                 elbo=self.elbo, engine=self.engine, particles=self.particles, batch_size=self.batch_size,
                 max_steps=self.steps, lr=self.lr, lr_decays=self.lr_decays, window=self.window, tol=self.tol,
-                prior_scale=self.prior_scale, init_scale=self.init_scale, seed=self.seed,
+                adam_beta2=self.adam_beta2, prior_scale=self.prior_scale, init_scale=self.init_scale, seed=self.seed,
             )
 
     @classmethod
@@ -187,7 +194,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
             "components": f.components, "variance_target": f.variance_target, "features": f.kind,
             "elbo": elbo, "engine": t.engine, "particles": t.particles, "batch_size": t.batch_size,
             "steps": t.max_steps, "lr": t.lr, "lr_decays": t.lr_decays, "window": t.window, "tol": t.tol,
-            "prior_scale": t.prior_scale, "init_scale": t.init_scale, "seed": t.seed,
+            "adam_beta2": t.adam_beta2, "prior_scale": t.prior_scale, "init_scale": t.init_scale, "seed": t.seed,
             "num_draws": config.num_draws, "progress": False,
         }
 

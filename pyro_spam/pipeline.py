@@ -179,8 +179,8 @@ def stage_crosscheck(ctx: RunContext) -> None:
     ctx.summary.setdefault("figures", []).append("crosscheck.png")
 
 
-CROSSCHECK_REPLICATES = 50
-CROSSCHECK_BATCHES = 100
+CROSSCHECK_REPLICATES = 30
+CROSSCHECK_BATCHES = 60
 
 
 # Stages after fitting and evaluation, in order. Each takes the RunContext, writes its files into
