@@ -28,6 +28,7 @@ from .fast_elbo import JitMeanFieldELBO, JitTraceELBO
 from .optim import PyroAdam
 from .guide import LOC, SCALE, make_guide
 from .model import model
+from .batching import minibatches
 from .schedule import PlateauSchedule
 from .types import ElboHistory, FitResult
 
@@ -111,17 +112,6 @@ class _SviStep:
 PARAM_CONSTRAINTS = {LOC: constraints.real, SCALE: constraints.positive}
 
 
-def _batches(n: int, batch_size: int | None, gen: torch.Generator):
-    """Endless mini-batch index tensors: a fresh permutation each epoch, sliced (None = full)."""
-    if batch_size is None or batch_size >= n:
-        while True:
-            yield None
-    while True:
-        perm = torch.randperm(n, generator=gen)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield perm[start : start + batch_size]
-
-
 def fit_svi(
     x: np.ndarray,
     y: np.ndarray,
@@ -170,7 +160,7 @@ def fit_svi(
     optim = PyroAdam({"lr": sched.lr, "betas": (0.9, cfg.adam_beta2)})  # pyro.optim.Adam's numbers, no torch._dynamo import
     svi_step = _SviStep(guide, elbo, optim, cfg.prior_scale)
     gen = torch.Generator().manual_seed(cfg.seed)
-    batches = _batches(n, cfg.batch_size, gen)
+    batches = minibatches(n, cfg.batch_size, gen)
 
     start = len(prev_hist) if prev_hist is not None else 0
     for _ in range(start):  # the batch stream is a function of (seed, step): replay it to where we stopped

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from . import elbo_manual as em
 from .config import TrainConfig
 from .errors import ConfigError, TrainingError
+from .batching import minibatches
 from .schedule import PlateauSchedule
 from .types import ElboHistory, FitResult
 
@@ -47,21 +48,6 @@ if TYPE_CHECKING:  # only for annotations: resume states are read by attribute
 log = logging.getLogger(__name__)
 
 __all__ = ["fit_manual"]
-
-
-def _batches(n: int, batch_size: int | None, gen: torch.Generator) -> Iterator[Tensor | None]:
-    """Endless mini-batch index tensors: a fresh permutation each epoch, sliced (None = full).
-
-    The same sequence as ``train._batches`` for the same generator state (duplicated because
-    ``train`` imports Pyro).
-    """
-    if batch_size is None or batch_size >= n:
-        while True:
-            yield None
-    while True:
-        perm = torch.randperm(n, generator=gen)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield perm[start : start + batch_size]
 
 
 def fit_manual(
@@ -110,7 +96,7 @@ def fit_manual(
     opt = torch.optim.Adam([loc, log_scale], lr=sched.lr, betas=(0.9, cfg.adam_beta2))  # as fit_svi
     start = len(prev_hist) if prev_hist is not None else 0
     noise_gen = torch.Generator().manual_seed(cfg.seed + start)  # as fit_svi: do not replay the first steps' noise
-    batches = _batches(n, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
+    batches = minibatches(n, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
     for _ in range(start):  # the batch stream is a function of (seed, step): replay it to where we stopped
         next(batches)
 
