@@ -62,7 +62,7 @@ def machine() -> dict:
 def default_features(path: Path) -> dict[str, np.ndarray]:
     """Build the default run's features once (shipped data, K = 5 polynomial terms) and save them."""
     from pyro_spam.config import RunConfig
-    from pyro_spam.pipeline import prepare
+    from pyro_spam.pipeline.run import prepare
 
     fs = prepare(RunConfig()).features
     arrays = {"X_train": fs.X_train, "y_train": fs.y_train, "X_test": fs.X_test, "y_test": fs.y_test}

@@ -55,7 +55,7 @@ def bench_mass(x: np.ndarray, y: np.ndarray, draws: int) -> dict[str, dict[str, 
     """One NUTS chain (``draws`` warmup + ``draws`` kept) per mass-matrix choice."""
     import arviz as az
 
-    from pyro_spam.diagnostics import NutsOptions, run_nuts
+    from pyro_spam.diagnostics.nuts import NutsOptions, run_nuts
 
     out = {}
     for full in (False, True):
@@ -69,8 +69,10 @@ def bench_mass(x: np.ndarray, y: np.ndarray, draws: int) -> dict[str, dict[str, 
 
 def bench_stage(ctx) -> dict[str, tuple[float, float]]:
     """Wall and CPU seconds of each step of the ArviZ run stage for the meanfield fit."""
-    from pyro_spam.diagnostics import _inputs_from_context, az_summary_table, draw_figures, loo_summary, vi_khat
+    from pyro_spam.diagnostics.psis import loo_summary, vi_khat
     from pyro_spam.inference_data import save_netcdf, to_inference_data
+    from pyro_spam.pipeline.diagnose import az_summary_table, draw_figures
+    from pyro_spam.pipeline.stages import _inputs_from_context
 
     inp = _inputs_from_context(ctx)
     fr, tr, te = ctx.fits["meanfield"], ctx.draws_train["meanfield"], ctx.draws_test["meanfield"]
@@ -93,7 +95,7 @@ def main() -> None:
     args = p.parse_args()
 
     from pyro_spam.config import RunConfig, TrainConfig
-    from pyro_spam.pipeline import evaluate_fits, fit_all, prepare
+    from pyro_spam.pipeline.run import evaluate_fits, fit_all, prepare
 
     ctx = prepare(RunConfig(elbos=("meanfield",), train=TrainConfig()))
     fs = ctx.features

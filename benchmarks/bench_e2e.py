@@ -32,8 +32,8 @@ CLI = Path(sys.executable).parent / "pyro-spam"
 def stage_worker(out: Path) -> dict:
     """One run in this process with a timer around each stage."""
     t0 = time.perf_counter()
-    from pyro_spam import pipeline
     from pyro_spam.config import RunConfig
+    from pyro_spam.pipeline.run import run as pipeline
 
     timings = {"import pyro_spam.pipeline": time.perf_counter() - t0}
 

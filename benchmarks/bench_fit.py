@@ -7,7 +7,7 @@ vectorised particles (PyMC ADVI: its default S = 1), full batch, loc = 0 and sca
 
 Contenders (``--only`` picks some):
 
-* ``svi-meanfield`` / ``svi-trace``: :func:`pyro_spam.train.fit` with the default configuration
+* ``svi-meanfield`` / ``svi-trace``: :func:`pyro_spam.training.fit` with the default configuration
   (compiled ELBO, Adam lr 0.1 β2 0.9, plateau schedule with a 20-step window and its own stop);
 * ``svi-meanfield-nojit``: the same without compilation (what the JIT buys);
 * ``svi-meanfield-before``: the configuration before this work (no JIT, Adam 0.05 β2 0.999, window 100);
@@ -56,8 +56,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    RESULTS, TOL_NATS, WINDOW, default_features, final_elbo, heldout_lppd, machine, med_range, run_worker,
-    running_mean, steps_to_criterion,
+    RESULTS,
+    TOL_NATS,
+    WINDOW,
+    default_features,
+    final_elbo,
+    heldout_lppd,
+    machine,
+    med_range,
+    run_worker,
+    running_mean,
+    steps_to_criterion,
 )
 
 S = 64
@@ -85,7 +94,7 @@ def _ours(name: str, x, y, fixed: int | None, seed: int = 0):
     import dataclasses
 
     from pyro_spam.config import TrainConfig
-    from pyro_spam.train import fit
+    from pyro_spam.training.engines import fit
 
     cfg = {
         "svi-meanfield": TrainConfig(elbo="meanfield"),
@@ -107,7 +116,7 @@ def _hand(name: str, x, y, fixed: int | None, seed: int = 0, *, lr: float = 0.05
     import torch
     import torch.nn.functional as F
 
-    torch.set_num_threads(1)  # as pyro_spam.train.fit: these tensors are too small for two threads
+    torch.set_num_threads(1)  # as pyro_spam.training.fit: these tensors are too small for two threads
     schedule = name == "hand-torch-schedule" and fixed is None
     if name == "hand-torch-schedule":
         lr, beta2 = 0.1, 0.9
@@ -121,7 +130,7 @@ def _hand(name: str, x, y, fixed: int | None, seed: int = 0, *, lr: float = 0.05
     elbos = np.empty(budget)
     sched = None
     if schedule:
-        from pyro_spam.schedule import PlateauSchedule
+        from pyro_spam.training.schedule import PlateauSchedule
 
         sched = PlateauSchedule(lr=lr, window=20)
     stop, t = "max_steps", 0
@@ -194,7 +203,7 @@ def _pymc(name: str, x, y, fixed: int | None, seed: int = 0):
 PER_STEP_BUDGET = {"ours": 400, "hand": 400, "numpyro": 2000, "pymc": 6000}
 FIT = {"ours": _ours, "hand": _hand, "numpyro": _numpyro, "pymc": _pymc}
 IMPORTS = {
-    "ours": "import torch, pyro, pyro_spam.train",
+    "ours": "import torch, pyro, pyro_spam.training.svi",
     "hand": "import torch",
     "numpyro": "import jax, jax.numpy, numpyro, numpyro.infer",
     "pymc": "import pymc",
@@ -307,10 +316,11 @@ def markdown(res: dict) -> str:
         f"{res['rounds']} rounds, medians (min–max). Criterion: {WINDOW}-step running mean of the ELBO estimates within "
         f"{TOL_NATS:g} nat of {res['best']:.2f} (best of the reference run).",
         "",
-        "| contender | ms/step (wall) | ms/step (CPU) | steps run (stop) | steps to criterion | time to converged fit, warm (s) | cold (s) | import (s) | final ELBO (nats) | held-out lppd/msg |",
+        "| contender | ms/step (wall) | ms/step (CPU) | steps run (stop) | steps to criterion | "
+        "time to converged fit, warm (s) | cold (s) | import (s) | final ELBO (nats) | held-out lppd/msg |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, s in res["contenders"].items():
+    for _name, s in res["contenders"].items():
         a = s["median_min_max"]
         lines.append(
             f"| {s['label']} | {fmt_mmm(a['ms_per_step'])} | {fmt(a['cpu_ms_per_step'][0])} | {int(a['steps_run'][0])} ({s['stop_reason']}) | "

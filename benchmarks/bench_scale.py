@@ -72,7 +72,7 @@ def _data(spec: str, features: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _ours_steps(x, y, steps: int, particles: int, batch: int | None) -> None:
     from pyro_spam.config import TrainConfig
-    from pyro_spam.train import fit_svi
+    from pyro_spam.training.svi import fit_svi
 
     fit_svi(x, y, TrainConfig(particles=particles, batch_size=batch, max_steps=steps, window=10**7))
 
@@ -83,10 +83,10 @@ def _plate_loop(x, y, steps: int, particles: int, batch: int):
     import pyro.distributions as dist
     import torch
 
-    from pyro_spam.fast_elbo import JitMeanFieldELBO
     from pyro_spam.guide import make_guide
     from pyro_spam.model import logits
-    from pyro_spam.optim import PyroAdam
+    from pyro_spam.training.compiled import JitMeanFieldELBO
+    from pyro_spam.training.svi import PyroAdam
 
     def model_ss(x, y):
         n, k = x.shape
@@ -110,7 +110,7 @@ def _hand_loop(x, y, steps: int, particles: int):
     import torch
     import torch.nn.functional as F
 
-    from pyro_spam.optim import Adam
+    from pyro_spam.training.optim import Adam
 
     X, Y = torch.as_tensor(x), torch.as_tensor(y)
     k1 = X.shape[1] + 1
@@ -135,7 +135,7 @@ def point_worker(variant: str, spec: str, particles: int, steps: int, threads: i
 
     torch.set_num_threads(threads)
     x, y = _data(spec, features)
-    import pyro_spam.train  # noqa: F401 - imports before the memory baseline
+    import pyro_spam.training.svi  # noqa: F401 - imports before the memory baseline
 
     run = {
         "ours-full": lambda n: _ours_steps(x, y, n, particles, None),
@@ -165,7 +165,7 @@ def fit_worker(spec: str, features: Path) -> dict:
     import torch
 
     from pyro_spam.config import TrainConfig
-    from pyro_spam.train import fit
+    from pyro_spam.training.engines import fit
 
     x, y = _data(spec, features)
     base = _reset_peak()

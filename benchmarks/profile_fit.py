@@ -3,7 +3,7 @@
 * before: the configuration and optimiser this package had before the fast path (plain
   ``TraceMeanField_ELBO``, ``pyro.optim.Adam`` — i.e. ``torch.optim.Adam`` —, lr 0.05, β2 0.999,
   plateau window 100);
-* after: the default (compiled ELBO, :class:`pyro_spam.optim.Adam`, lr 0.1, β2 0.9, window 20).
+* after: the default (compiled ELBO, :class:`pyro_spam.training.optim.Adam`, lr 0.1, β2 0.9, window 20).
 
 Each profile is the first fit in its process (setup and one-time costs included), on the default
 data, ``elbo="meanfield"``. Self time is grouped into buckets by where it is spent.
@@ -60,8 +60,9 @@ def worker(which: str, data: Path) -> dict:
     import numpy as np
     import pyro.optim
 
+    import pyro_spam.training.svi as train
     from pyro_spam.config import TrainConfig
-    import pyro_spam.train as train
+    from pyro_spam.training import fit
 
     if which == "before":
         train.PyroAdam = pyro.optim.Adam  # the optimiser the package used before
@@ -72,7 +73,7 @@ def worker(which: str, data: Path) -> dict:
     prof = cProfile.Profile()
     t = time.perf_counter()
     prof.enable()
-    fr = train.fit(d["X_train"], d["y_train"], cfg)
+    fr = fit(d["X_train"], d["y_train"], cfg)
     prof.disable()
     wall = time.perf_counter() - t
     text = io.StringIO()

@@ -12,8 +12,9 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__
 from .config import TrainConfig
@@ -53,11 +54,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--features", choices=("polynomial", "linear"), default="polynomial", help="terms x_j^j or x_j (default polynomial)")
     g.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (default 0.2)")
     g = p.add_argument_group("training")
-    g.add_argument("--elbo", choices=("trace", "meanfield", "both"), default="both", help="Trace_ELBO (MC KL), TraceMeanField_ELBO (analytic KL) or both (default)")
+    g.add_argument("--elbo", choices=("trace", "meanfield", "both"), default="both",
+                   help="Trace_ELBO (MC KL), TraceMeanField_ELBO (analytic KL) or both (default)")
     g.add_argument("--engine", choices=("svi", "manual"), default="svi", help="Pyro SVI or the plain-torch manual ELBO loop (default svi)")
-    g.add_argument("--particles", "-S", type=int, default=_TRAIN_DEFAULTS.particles, help=f"Monte Carlo particles per step (default {_TRAIN_DEFAULTS.particles})")
+    g.add_argument("--particles", "-S", type=int, default=_TRAIN_DEFAULTS.particles,
+                   help=f"Monte Carlo particles per step (default {_TRAIN_DEFAULTS.particles})")
     g.add_argument("--batch-size", type=_batch, default=None, help="mini-batch size B or 'full' (default full: N≈4.5k is cheap)")
-    g.add_argument("--steps", type=int, default=_TRAIN_DEFAULTS.max_steps, help=f"step budget; training stops earlier at convergence (default {_TRAIN_DEFAULTS.max_steps})")
+    g.add_argument("--steps", type=int, default=_TRAIN_DEFAULTS.max_steps,
+                   help=f"step budget; training stops earlier at convergence (default {_TRAIN_DEFAULTS.max_steps})")
     g.add_argument("--lr", type=float, default=_TRAIN_DEFAULTS.lr, help=f"initial Adam learning rate (default {_TRAIN_DEFAULTS.lr:g})")
     g.add_argument("--prior-scale", type=float, default=1.0, help="sd of the N(0, s²) prior on each coefficient (default 1)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -141,7 +145,7 @@ def _refuse_config_with_resume(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import resume_run, run
+    from .pipeline.run import resume_run, run
 
     if args.resume is not None:
         _refuse_config_with_resume(args)
@@ -161,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    from .diagnostics import diagnose_run_dir, format_diagnostics
+    from .pipeline.diagnose import diagnose_run_dir, format_diagnostics
 
     section = diagnose_run_dir(out, nuts=True, progress=not args.quiet) if args.nuts else ctx.summary.get("diagnostics")
     if section:
@@ -203,7 +207,8 @@ def _add_embed_parser(sub: Any) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--collection", type=Path, help="raw SMS Spam Collection file (label<TAB>text per line) → course .npz for `run --data`")
     src.add_argument("--messages", type=Path, help="unlabelled text file, one message per line → .npz for `predict --embeddings`")
-    p.add_argument("--encoder", default="minilm", help="'minilm' (bundled all-MiniLM-L6-v2), a local model folder or a cached HF name (e.g. albert-xlarge-v2)")
+    p.add_argument("--encoder", default="minilm",
+                   help="'minilm' (bundled all-MiniLM-L6-v2), a local model folder or a cached HF name (e.g. albert-xlarge-v2)")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
     p.add_argument("--batch-size", type=int, default=64, help="messages per encoder batch (default 64)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage type of X (default float32)")
@@ -218,7 +223,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
         from .embed import embed_collection
 
         out = embed_collection(args.collection, args.out, args.encoder, dtype=args.dtype, batch_size=args.batch_size,
-                               progress=not args.quiet, build_command=f"pyro-spam embed --collection {args.collection} --encoder {args.encoder} --dtype {args.dtype}")
+                               progress=not args.quiet,
+                               build_command=f"pyro-spam embed --collection {args.collection} --encoder {args.encoder} --dtype {args.dtype}")
         ds = load_npz(out)
         print(f"wrote {out}: {ds.n} messages ({int(ds.y.sum())} spam) × {ds.dim} dims, embedder {ds.embedder}, "
               f"{args.dtype}, {time.perf_counter() - t0:.1f} s; train on it with: pyro-spam run --data {out}")
@@ -240,7 +246,7 @@ def _add_compare_parser(sub: Any) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import format_compare_summary, run_compare
+    from .pipeline.compare import format_compare_summary, run_compare
 
     summary = run_compare(args.run_dir, quick=args.quick, progress=not args.quiet)
     print(format_compare_summary(summary, args.run_dir))
@@ -259,7 +265,7 @@ def _add_diagnose_parser(sub: Any) -> None:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from .diagnostics import NutsOptions, diagnose_run_dir, format_diagnostics
+    from .pipeline.diagnose import NutsOptions, diagnose_run_dir, format_diagnostics
 
     options = NutsOptions(chains=args.chains, warmup=args.warmup, draws=args.nuts_draws, seed=args.seed)
     section = diagnose_run_dir(args.run_dir, nuts=args.nuts, options=options, progress=not args.quiet)

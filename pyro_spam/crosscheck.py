@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyro
@@ -38,7 +39,8 @@ from torch.distributions import kl_divergence
 from . import elbo_manual as em
 from .guide import LOC, SCALE, make_guide
 from .model import model
-from .train import make_elbo, torch_threads
+from .training.elbos import make_elbo
+from .training.engines import torch_threads
 
 EXACT_RTOL = 1e-5
 SE_UNITS = 4.0
@@ -161,8 +163,7 @@ def pyro_same_noise(
             return tr.nodes["_RETURN"]["value"]
 
         elbo = make_elbo(kind, particles)
-        elbo._loglik = 0.0
-        loss = elbo.differentiable_loss(model, recording_guide, x, y, subsample, prior_scale)
+        loss, loglik = elbo.loss_and_loglik(model, recording_guide, x, y, subsample, prior_scale)
         tr = rec["trace"]
         loc_t, scale_t = tr.nodes[LOC]["value"], tr.nodes[SCALE]["value"]
         g_loc, g_scale = torch.autograd.grad(loss, [loc_t, scale_t])
@@ -171,7 +172,7 @@ def pyro_same_noise(
         eps = ((w - loc_t.detach()) / scale_t.detach()).reshape(particles, -1)
         return SameNoise(
             elbo=-float(loss.detach()),
-            loglik=float(elbo._loglik) / particles,
+            loglik=float(loglik),
             grad_loc=-g_loc,
             grad_scale=-g_scale,
             eps=eps,
@@ -317,7 +318,8 @@ def mc_kl_error_vs_s(
 def _exact_row(name: str, pyro_v: float, manual_v: float, detail: str, scale_v: float | None = None) -> dict[str, Any]:
     diff = abs(pyro_v - manual_v)
     tol = EXACT_RTOL * max(abs(pyro_v), abs(manual_v), scale_v or 0.0, 1e-12)
-    return {"name": name, "pyro": pyro_v, "manual": manual_v, "abs_diff": diff, "tolerance": tol, "agree": bool(diff <= tol), "kind": "exact", "detail": detail}
+    return {"name": name, "pyro": pyro_v, "manual": manual_v, "abs_diff": diff, "tolerance": tol, "agree": bool(diff <= tol),
+            "kind": "exact", "detail": detail}
 
 
 def _stat_row(name: str, pyro_v: float, manual_v: float, se: float, detail: str) -> dict[str, Any]:
@@ -430,7 +432,8 @@ def run_crosscheck(
         (g_loc, g_scale), parts = em.elbo_grad(kind, pn.loc, pn.scale, pn.eps, xt, yt, prior_scale=prior_scale)
         rows.append(_exact_row(f"ELBO same noise ({label})", pn.elbo, float(parts.elbo), f"S={particles}, full data, nats"))
         if kind == "trace":
-            rows.append(_exact_row("log-likelihood part same noise (Trace_ELBO record vs manual)", pn.loglik, float(parts.loglik), "the history's loglik split, nats"))
+            rows.append(_exact_row("log-likelihood part same noise (Trace_ELBO record vs manual)", pn.loglik, float(parts.loglik),
+                                   "the history's loglik split, nats"))
         else:
             rows.append(closed_form_row(pn, prior_scale))
         rows.extend(_grad_rows(kind, label, pn, g_loc, g_scale))
@@ -440,23 +443,30 @@ def run_crosscheck(
     for i, (kind, label) in enumerate((("trace", "Trace_ELBO vs manual MC KL"), ("meanfield", "TraceMeanField_ELBO vs manual analytic KL"))):
         pn = pyro_same_noise(kind, xt, yt, lt, st, particles=particles, prior_scale=prior_scale, subsample=idx, seed=seed + 20 + i)
         parts = em.elbo(kind, pn.loc, pn.scale, pn.eps, xt[idx], yt[idx], n_total=n, prior_scale=prior_scale)
-        rows.append(_exact_row(f"ELBO same noise, mini-batch B={b} of N={n} ({label})", pn.elbo, float(parts.elbo), "checks the N/B scaling, nats"))
+        rows.append(_exact_row(f"ELBO same noise, mini-batch B={b} of N={n} ({label})", pn.elbo, float(parts.elbo),
+                               "checks the N/B scaling, nats"))
 
-    reps = replicates if replicates is not None else elbo_replicates(x, y, loc, scale, particles=particles, prior_scale=prior_scale, seed=seed, n_rep=n_rep, dtype=dtype)
+    reps = replicates if replicates is not None else elbo_replicates(x, y, loc, scale, particles=particles, prior_scale=prior_scale,
+                                                                     seed=seed, n_rep=n_rep, dtype=dtype)
     for kind in ("trace", "meanfield"):
         a, m = reps[_PYRO_NAME[kind]], reps[_MANUAL_NAME[kind]]
         se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(m, ddof=1) / len(m))
-        rows.append(_stat_row(f"ELBO independent noise ({_PYRO_NAME[kind]} vs {_MANUAL_NAME[kind]})", float(a.mean()), float(m.mean()), se, f"means of {len(a)} and {len(m)} replicates, S={particles}, nats"))
+        rows.append(_stat_row(f"ELBO independent noise ({_PYRO_NAME[kind]} vs {_MANUAL_NAME[kind]})", float(a.mean()), float(m.mean()), se,
+                              f"means of {len(a)} and {len(m)} replicates, S={particles}, nats"))
 
     pn = same["trace"]
-    mb = minibatch_manual(xt, yt, pn.loc, pn.scale, pn.eps, batch_size=b, n_batches=n_batches, kind="trace", prior_scale=prior_scale, seed=seed)
+    mb = minibatch_manual(xt, yt, pn.loc, pn.scale, pn.eps, batch_size=b, n_batches=n_batches, kind="trace",
+                          prior_scale=prior_scale, seed=seed)
     se = float(np.std(mb, ddof=1) / math.sqrt(n_batches))
-    rows.append(_stat_row(f"mini-batch mean = full-data ELBO, same ε (Pyro full vs manual B={b})", pn.elbo, float(mb.mean()), se, f"{n_batches} batches, SE = sd/sqrt(n_batches)"))
+    rows.append(_stat_row(f"mini-batch mean = full-data ELBO, same ε (Pyro full vs manual B={b})", pn.elbo, float(mb.mean()), se,
+                          f"{n_batches} batches, SE = sd/sqrt(n_batches)"))
 
-    pb = _pyro_minibatch(xt, yt, lt, st, kind="trace", particles=particles, batch_size=b, n_batches=n_batches, prior_scale=prior_scale, seed=seed)
+    pb = _pyro_minibatch(xt, yt, lt, st, kind="trace", particles=particles, batch_size=b, n_batches=n_batches,
+                         prior_scale=prior_scale, seed=seed)
     full = reps[_MANUAL_NAME["trace"]]
     se = math.sqrt(np.var(pb, ddof=1) / len(pb) + np.var(full, ddof=1) / len(full))
-    rows.append(_stat_row(f"mini-batch mean = full-data ELBO (Pyro B={b} vs manual full)", float(pb.mean()), float(full.mean()), se, f"{n_batches} Pyro batches vs {len(full)} manual full-data replicates"))
+    rows.append(_stat_row(f"mini-batch mean = full-data ELBO (Pyro B={b} vs manual full)", float(pb.mean()), float(full.mean()), se,
+                          f"{n_batches} Pyro batches vs {len(full)} manual full-data replicates"))
 
     if kl_error is not None:
         diff = abs(kl_error.slope + 0.5)

@@ -17,7 +17,8 @@ that :mod:`pyro_spam.crosscheck` compares Pyro against.
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, NamedTuple
+from collections.abc import Callable
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F

@@ -23,14 +23,16 @@ import json
 import logging
 import os
 import sys
-import tempfile
+import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError, DataError, PyroSpamError
+from .io.rundir import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -349,17 +351,7 @@ def _atomic_write(path: Path, write: Any) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise DataError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, write)
 
 
 def file_md5(path: str | Path) -> str:
@@ -378,7 +370,7 @@ def build_meta(enc: Encoder, *, source: Path, build_command: str | None = None) 
         "source": source.name,
         "source_md5": file_md5(source),
         "build_command": build_command or "pyro_spam.embed.embed_collection(...)",
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "pyro_spam_version": _version("pyro-spam"),
         "torch_version": _version("torch"),
         "transformers_version": _version("transformers"),
@@ -418,4 +410,23 @@ def embed_collection(
     out = write_course_npz(out_path, X, y, msg, embedder=enc.name, meta=meta, dtype=dtype)
     if sidecar:
         write_sidecar(out, read_meta(out))
+    return out
+
+
+def embedding_of_data(data_path: str | Path | None, embedder: str | None) -> dict[str, Any]:
+    """How a course-format file's embeddings were made: its recorded embedder and, when the file
+    holds ``meta`` (written by :mod:`pyro_spam.embed`), the max length and normalisation used."""
+    from .data import default_data_path
+
+    path = default_data_path() if data_path is None else Path(data_path)
+    out: dict[str, Any] = {"embedder": embedder, "max_length": None, "normalize": None}
+    try:
+        meta = read_meta(path)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        meta = {}
+    if isinstance(meta.get("max_length"), int):
+        out["max_length"] = meta["max_length"]
+    norm = meta.get("normalisation")
+    if isinstance(norm, str):
+        out["normalize"] = norm.lower().startswith("l2")
     return out

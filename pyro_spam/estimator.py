@@ -2,7 +2,7 @@
 
 ``VariationalSpamClassifier.fit(X, y)`` takes message embeddings and runs exactly what
 ``pyro-spam run`` runs on its training split: :class:`~pyro_spam.features.FeaturePipeline`
-(scale → PCA → scale → terms → scale), then :func:`pyro_spam.train.fit` (Pyro SVI or the manual
+(scale → PCA → scale → terms → scale), then :func:`pyro_spam.training.fit` (Pyro SVI or the manual
 engine) for the mean-field guide q(w) = N(loc, diag(scale²)). Predictions average the
 classifier's p(spam) over ``num_draws`` draws of w from q (the posterior predictive mean); the
 draws are fixed at fit time (seed ``seed + 1``, as in a run), so predictions are deterministic.
@@ -13,19 +13,23 @@ No sample weights: the model's likelihood has none. Binary problems only (ham/sp
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+from scipy.special import log_expit, logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .config import FeatureConfig, RunConfig, TrainConfig
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ModelFileError
 from .features import FeaturePipeline
+from .io.modelfile import HISTORY_FIELDS, read_model_file, write_model_file
 from .posterior import draw_weights, predict_draws
-from .train import fit as train_fit
+from .training.engines import fit as train_fit
 from .types import ElboHistory, FitResult
 
 # Rows per block when predicting: bounds the (num_draws, rows) logit matrix at ~32 MB.
@@ -51,15 +55,6 @@ def _as_value_errors() -> Iterator[None]:
         raise EstimatorConfigError(str(exc)) from None
     except DataError as exc:
         raise EstimatorDataError(str(exc)) from None
-
-
-def _logmeanexp(a: np.ndarray, axis: int = 0) -> np.ndarray:
-    m = np.max(a, axis=axis, keepdims=True)
-    return np.squeeze(m, axis=axis) + np.log(np.mean(np.exp(a - m), axis=axis))
-
-
-def _log_sigmoid(z: np.ndarray) -> np.ndarray:
-    return -np.logaddexp(0.0, -z)
 
 
 _TRAIN_DEFAULTS = TrainConfig()  # the estimator's defaults are the library's
@@ -205,7 +200,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
 
     # -- fitting ------------------------------------------------------------------------------
 
-    def fit(self, X: Any, y: Any) -> "VariationalSpamClassifier":
+    def fit(self, X: Any, y: Any) -> VariationalSpamClassifier:
         """Fit the feature pipeline on X, then the variational posterior of the weights.
 
         Parameters
@@ -273,7 +268,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         fit_result: FitResult,
         classes: np.ndarray,
         n_features_in: int,
-    ) -> "VariationalSpamClassifier":
+    ) -> VariationalSpamClassifier:
         """A fitted estimator from parts fitted elsewhere (a run's pipeline and guide, a model file).
 
         Parameters
@@ -317,8 +312,8 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         log_spam = np.empty(T.shape[0])
         for b in self._blocks(T.shape[0]):
             z = predict_draws(self.weight_draws_, T[b]).logit
-            log_spam[b] = _logmeanexp(_log_sigmoid(z))
-            log_ham[b] = _logmeanexp(_log_sigmoid(-z))
+            log_spam[b] = logsumexp(log_expit(z), axis=0) - np.log(z.shape[0])
+            log_ham[b] = logsumexp(log_expit(-z), axis=0) - np.log(z.shape[0])
         return log_ham, log_spam
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
@@ -419,23 +414,148 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
     # -- saving -------------------------------------------------------------------------------
 
     def save(self, path: str | Path, *, embedding: dict[str, Any] | None = None) -> Path:
-        """Write the fitted model to one file (see :mod:`pyro_spam.modelfile`); returns its path.
+        """Write the fitted model to one file (see :mod:`pyro_spam.io.modelfile`); returns its path.
 
         ``embedding`` records how X was made (e.g. ``{"embedder": "sentence-transformers/all-MiniLM-L6-v2"}``)
         so ``pyro-spam predict`` can embed new text the same way.
         """
-        from .modelfile import save_model
-
         return save_model(self, path, embedding=embedding)
 
     @classmethod
-    def load(cls, path: str | Path) -> "VariationalSpamClassifier":
+    def load(cls, path: str | Path) -> VariationalSpamClassifier:
         """Read a model file written by :meth:`save` or ``pyro-spam run``."""
-        from .modelfile import load_model
-
         return load_model(path).estimator
 
     def __sklearn_tags__(self):  # noqa: D105 - scikit-learn's tag protocol
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = False
         return tags
+
+
+# -- model files (format: :mod:`pyro_spam.io.modelfile`) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A loaded model file.
+
+    estimator : VariationalSpamClassifier
+        Fitted, ready to predict.
+    embedding : dict
+        How the training embeddings were made (``embedder`` is None when unknown).
+    header : dict
+        The whole JSON header.
+    path : Path
+    """
+
+    estimator: VariationalSpamClassifier
+    embedding: dict[str, Any]
+    header: dict[str, Any]
+    path: Path
+
+    @property
+    def embedder(self) -> str | None:
+        return self.embedding.get("embedder")
+
+    @property
+    def elbo(self) -> str:
+        return str(self.estimator.elbo)
+
+
+def _arrays_of(est: VariationalSpamClassifier) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    feat, feat_meta = est.feature_pipeline_.to_arrays()
+    arrays = {f"feature.{k}": np.asarray(v, dtype=np.float64) for k, v in feat.items()}
+    arrays["guide.loc"] = np.asarray(est.loc_, dtype=np.float64)
+    arrays["guide.scale"] = np.asarray(est.scale_, dtype=np.float64)
+    for f in HISTORY_FIELDS:
+        arrays[f"history.{f}"] = np.asarray(getattr(est.history_, f), dtype=np.float64)
+    return arrays, feat_meta
+
+
+def save_model(
+    est: VariationalSpamClassifier,
+    path: str | Path,
+    *,
+    embedding: dict[str, Any] | None = None,
+    training_data: dict[str, Any] | None = None,
+) -> Path:
+    """Write a fitted estimator to ``path`` atomically (temporary file + rename).
+
+    Parameters
+    ----------
+    est : VariationalSpamClassifier
+        Fitted.
+    path : str or Path
+        Destination; conventionally ends in ``.npz``.
+    embedding : dict, optional
+        How X was made; ``{"embedder": name, "max_length": int, "normalize": bool}``. Without
+        it, ``pyro-spam predict`` can only use precomputed embeddings.
+    training_data : dict, optional
+        Facts about the training data (source, n, dim) kept for the record.
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(est)
+    arrays, feat_meta = _arrays_of(est)
+    classes = np.asarray(est.classes_)
+    header = {
+        "params": est.get_params(deep=False),
+        "classes": classes.tolist(),
+        "classes_dtype": classes.dtype.str,
+        "n_features_in": int(est.n_features_in_),
+        "feature_names_in": list(map(str, getattr(est, "feature_names_in_", []))) or None,
+        "features": feat_meta,
+        "fit": {
+            "elbo": est.elbo, "engine": est.engine, "steps": est.n_iter_, "stop_reason": est.stop_reason_,
+            "coef_names": list(est.coef_names_),
+        },
+        "embedding": {"embedder": None, "max_length": None, "normalize": None, **(embedding or {})},
+        "training_data": training_data or {},
+    }
+    return write_model_file(path, header, arrays)
+
+
+def _build(header: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> VariationalSpamClassifier:
+    params = dict(header["params"])
+    known = set(VariationalSpamClassifier().get_params())
+    if set(params) != known:
+        raise ModelFileError(
+            f"{path} does not match this version's estimator: parameters {sorted(set(params) ^ known)} differ"
+        )
+    feat_meta = header["features"]
+    pipe = FeaturePipeline.from_arrays({f: arrays[f"feature.{f}"] for f in FeaturePipeline.ARRAY_FIELDS}, feat_meta)
+    k, d = int(feat_meta["k"]), int(header["n_features_in"])
+    loc, scale = arrays["guide.loc"], arrays["guide.scale"]
+    if pipe.components_.shape != (k, d) or loc.shape != (k + 1,) or scale.shape != (k + 1,):
+        raise ModelFileError(
+            f"{path} is inconsistent: K={k} terms and dimension {d}, but the PCA components have shape "
+            f"{pipe.components_.shape} and the guide {loc.shape[0]} coefficients"
+        )
+    if not (np.all(np.isfinite(loc)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise ModelFileError(f"{path} holds non-finite guide parameters or a non-positive scale")
+    history = ElboHistory(**{f: arrays[f"history.{f}"] for f in HISTORY_FIELDS})
+    fit_info = header["fit"]
+    fr = FitResult(
+        elbo=params["elbo"], engine=params["engine"], loc=loc, scale=scale, history=history,
+        steps=int(fit_info["steps"]), seconds=float("nan"), stop_reason=str(fit_info["stop_reason"]),
+    )
+    classes = np.asarray(header["classes"], dtype=np.dtype(header["classes_dtype"]))
+    try:
+        est = VariationalSpamClassifier.from_fitted(params, pipe, fr, classes, d)
+    except ValueError as exc:
+        raise ModelFileError(f"{path} holds invalid parameters: {exc}") from None
+    if header.get("feature_names_in"):
+        est.feature_names_in_ = np.asarray(header["feature_names_in"], dtype=object)
+    return est
+
+
+def load_model(path: str | Path) -> SavedModel:
+    """Read a model file; raises :class:`ModelFileError` for a corrupt, foreign or incompatible file."""
+    path = Path(path)
+    header, arrays = read_model_file(path)
+    try:
+        est = _build(header, arrays, path)
+    except KeyError as exc:
+        raise ModelFileError(f"{path} lacks the entry {exc} its format version requires; the file is damaged") from None
+    embedding = {"embedder": None, "max_length": None, "normalize": None, **(header.get("embedding") or {})}
+    return SavedModel(estimator=est, embedding=embedding, header=header, path=path)

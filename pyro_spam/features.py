@@ -66,7 +66,7 @@ class FeaturePipeline:
 
     config: FeatureConfig
 
-    def fit(self, X: np.ndarray) -> "FeaturePipeline":
+    def fit(self, X: np.ndarray) -> FeaturePipeline:
         """Fit scaler, PCA, second scaler and the term scaler on training embeddings X."""
         X = np.asarray(X, dtype=np.float64)
         n, d = X.shape
@@ -145,7 +145,7 @@ class FeaturePipeline:
         return arrays, meta
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict[str, object]) -> "FeaturePipeline":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict[str, object]) -> FeaturePipeline:
         """Rebuild a fitted pipeline from :meth:`to_arrays` output."""
         cfg = FeatureConfig(
             components=meta["components"], variance_target=meta["variance_target"],

@@ -18,27 +18,25 @@ group                     variables (dimensions)
 The log-likelihood matrix dominates the file (4 bytes × draws × n_train, about 36 MB for the
 default 2000 draws × 4459 messages): it is stored as float32 (relative error 6e-8, far below any
 LOO standard error) and uncompressed, because zlib saves under 10 % on it at 40x the write time;
-the 0/1 replicated labels are compressed (about 10x smaller). Only the training labels have a ``log_likelihood`` entry so that ``az.loo(idata)`` needs no
+the 0/1 replicated labels are compressed (about 10x smaller). Only the training labels have a
+``log_likelihood`` entry so that ``az.loo(idata)`` needs no
 ``var_name``; the held-out score is the lppd in ``summary.json``. Attributes (on every group)
 record the ELBO type, engine, particles S, steps, seeds, prior scale and package versions.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from .errors import ModelFileError
-from .rundir import FILE_MODE
-from .posterior import Draws
-from .types import FitResult
+from .io.rundir import atomic_path
+from .types import Draws, FitResult
 
 with warnings.catch_warnings():
     # ArviZ 0.23 announces its 1.0 refactor with a FutureWarning at import time.
@@ -217,18 +215,9 @@ def _write_groups(idata: az.InferenceData, filename: str) -> None:
 
 def save_netcdf(idata: az.InferenceData, path: Path) -> Path:
     """Write ``idata`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        _write_groups(idata, tmp)
-        os.chmod(tmp, FILE_MODE)  # mkstemp made it private; run files get the umask-based mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_path(Path(path)) as tmp:
+        _write_groups(idata, str(tmp))
+    return Path(path)
 
 
 def load_netcdf(path: Path) -> az.InferenceData:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
-import torch
 from torch import Tensor
 
 DATA_PLATE_DIM = -1

@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .model import logits
-
-
-@dataclass(frozen=True)
-class Draws:
-    """Draws of w from q and what they imply for one set of inputs.
-
-    w : ndarray of shape (n_draws, K+1)
-    logit : ndarray of shape (n_draws, n)
-        Logit of p(spam) per draw and message.
-    loglik : ndarray of shape (n_draws, n) or None
-        log p(y_i | x_i, w_s) per draw and message (when labels were given).
-    """
-
-    w: np.ndarray
-    logit: np.ndarray
-    loglik: np.ndarray | None
-
-    @property
-    def prob(self) -> np.ndarray:
-        """p(spam) per draw and message, shape (n_draws, n)."""
-        return 1.0 / (1.0 + np.exp(-self.logit))
-
-    @property
-    def mean_prob(self) -> np.ndarray:
-        """Posterior predictive p(spam) per message, shape (n,)."""
-        return self.prob.mean(axis=0)
+from .types import Draws
 
 
 def draw_weights(loc: np.ndarray, scale: np.ndarray, n_draws: int, seed: int) -> np.ndarray:

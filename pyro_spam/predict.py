@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError, DataError, ModelFileError
-from .modelfile import SavedModel, load_model, model_filename
+from .estimator import SavedModel, load_model
+from .io.modelfile import model_filename
 
 DEFAULT_LEVEL = 0.9
 THRESHOLD = 0.5  # the estimator's predict(): spam when the posterior predictive p(spam) > 0.5
@@ -267,7 +269,7 @@ def embed_message_file(
     writes them) but no ``y``: without labels it is input for prediction, not for training.
     """
     from . import embed
-    from .rundir import write_npz
+    from .io.rundir import write_npz
 
     if dtype not in embed.DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(embed.DTYPES)}, got {dtype!r}")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class FitResult:
         ``"converged"``, ``"max_steps"`` or ``"interrupted"``.
     extra : dict
         Engine-specific details (e.g. learning-rate decays).
-    state : pyro_spam.checkpoint.TrainState or None
+    state : TrainState or None
         What an exact resume needs (optimiser and RNG states); written to the run's checkpoint,
         not a result to report.
     """
@@ -141,3 +142,70 @@ class FitResult:
     stop_reason: str
     extra: dict[str, Any] = field(default_factory=dict)
     state: Any = field(default=None, repr=False)
+
+
+@dataclass
+class TrainState:
+    """Where a fit stands: enough to resume it (numpy arrays and plain values only).
+
+    loc, scale : ndarray of shape (K+1,)
+        Guide parameters after the last completed step.
+    history : ElboHistory
+        Per-step record of the completed steps.
+    lr : float
+        Learning rate for the next step.
+    decays_done : int
+        Learning-rate decays the plateau schedule has made.
+    events : list of dict, default=[]
+        The schedule's decay/convergence events so far.
+    seconds : float, default=0.0
+        Training wall time spent so far (added to the resumed fit's time).
+    params : dict of str to ndarray or None
+        Unconstrained Pyro parameter values (``w_loc``, ``w_scale`` before ``exp``).
+    optim : dict or None
+        Per-parameter optimiser state: ``{name: {"state": {index: {key: array}}, "param_groups": [...]}}``.
+    rng : dict or None
+        ``{"torch": uint8 array, "numpy": np.random state tuple, "random": random state tuple}``.
+    """
+
+    loc: np.ndarray
+    scale: np.ndarray
+    history: ElboHistory
+    lr: float
+    decays_done: int
+    events: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    params: dict[str, np.ndarray] | None = None
+    optim: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None
+
+    @property
+    def exact(self) -> bool:
+        """True when resuming reproduces an uninterrupted run bit for bit."""
+        return self.params is not None and self.optim is not None and self.rng is not None
+
+
+@dataclass(frozen=True)
+class Draws:
+    """Draws of w from q and what they imply for one set of inputs.
+
+    w : ndarray of shape (n_draws, K+1)
+    logit : ndarray of shape (n_draws, n)
+        Logit of p(spam) per draw and message.
+    loglik : ndarray of shape (n_draws, n) or None
+        log p(y_i | x_i, w_s) per draw and message (when labels were given).
+    """
+
+    w: np.ndarray
+    logit: np.ndarray
+    loglik: np.ndarray | None
+
+    @property
+    def prob(self) -> np.ndarray:
+        """p(spam) per draw and message, shape (n_draws, n)."""
+        return expit(self.logit)
+
+    @property
+    def mean_prob(self) -> np.ndarray:
+        """Posterior predictive p(spam) per message, shape (n,)."""
+        return self.prob.mean(axis=0)

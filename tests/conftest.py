@@ -13,7 +13,6 @@ import torch
 
 from pyro_spam.types import Dataset
 
-
 # The tensors in these tests are tiny: a second intra-op thread costs more in synchronisation
 # than it saves (about 10x slower per step on a loaded 2-core machine).
 torch.set_num_threads(1)

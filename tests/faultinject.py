@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from pyro_spam import pipeline, train
-from pyro_spam.schedule import PlateauSchedule
+from pyro_spam.pipeline import run as pipeline
+from pyro_spam.training import svi as train
+from pyro_spam.training.schedule import PlateauSchedule
 
 # Stages that write what fitting and resuming produce; the others (figures, evaluation, ArviZ,
 # report) only read the fits and cost ~10 s per run on a busy 2-core machine.

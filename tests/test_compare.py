@@ -11,13 +11,14 @@ import pytest
 import torch
 from scipy.stats import f as f_dist
 
-from pyro_spam import compare as C
+from pyro_spam import studies as C
 from pyro_spam.cli import main
 from pyro_spam.config import FeatureConfig, RunConfig, TrainConfig
 from pyro_spam.crosscheck import pyro_same_noise
 from pyro_spam.errors import PyroSpamError
 from pyro_spam.evaluate import lppd_pointwise
 from pyro_spam.features import build_features
+from pyro_spam.pipeline.compare import COMPARE_FIGURES, format_compare_summary, run_compare
 from pyro_spam.posterior import draw_weights, predict_draws
 
 from .conftest import make_dataset
@@ -39,7 +40,7 @@ def data():
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """One tiny `pyro-spam run` directory, shared by the end-to-end tests (fitting is the slow part)."""
-    from pyro_spam.pipeline import run
+    from pyro_spam.pipeline.run import run
 
     tmp = tmp_path_factory.mktemp("cmp")
     ds = make_dataset(n=400, dim=10, seed=4)
@@ -156,12 +157,12 @@ def test_run_writes_evaluation_and_report(run_dir):
 
 def test_run_compare_end_to_end(run_dir):
     """compare adds both summary keys, four figures and a re-rendered report quoting the S = 64-style ratio."""
-    s = C.run_compare(run_dir, settings=dataclasses.replace(TINY, est_S=(1, 4, 64), est_reps=8))
+    s = run_compare(run_dir, settings=dataclasses.replace(TINY, est_S=(1, 4, 64), est_reps=8))
     assert {"compare", "estimators"} <= set(s)
     assert {"prior_sensitivity", "model_size", "settings", "seconds"} <= set(s["compare"])
     assert {"table", "ratios", "curves"} <= set(s["estimators"])
     assert len(s["estimators"]["curves"]) == 4
-    for name in C.COMPARE_FIGURES + ("estimator_curves.npz",):
+    for name in COMPARE_FIGURES + ("estimator_curves.npz",):
         assert (run_dir / name).stat().st_size > 0
     html = (run_dir / "report.html").read_text()
     assert "6. Prior sensitivity" in html and "Not computed yet" not in html
@@ -169,12 +170,12 @@ def test_run_compare_end_to_end(run_dir):
     assert f"{r64['grad_ratio']:.3f}" in html
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["estimators"]["ratios"] == s["estimators"]["ratios"]
-    print(C.format_compare_summary(s, run_dir))
+    print(format_compare_summary(s, run_dir))
 
 
 def test_compare_bad_directory_is_a_user_error(tmp_path, capsys):
     """A directory without a run: PyroSpamError from Python, exit code 2 and one line from the CLI."""
     with pytest.raises(PyroSpamError, match="holds no pyro-spam run"):
-        C.run_compare(tmp_path)
+        run_compare(tmp_path)
     assert main(["compare", str(tmp_path), "-q"]) == 2
     assert capsys.readouterr().err.startswith("pyro-spam: error:")

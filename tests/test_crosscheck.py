@@ -12,7 +12,8 @@ from pyro_spam import crosscheck as cc
 from pyro_spam import elbo_manual as em
 from pyro_spam.config import TrainConfig
 from pyro_spam.plots.crosscheck import plot_crosscheck, plot_elbo_estimates, plot_mc_kl_error
-from pyro_spam.train import fit_svi, torch_threads
+from pyro_spam.training.engines import torch_threads
+from pyro_spam.training.svi import fit_svi
 
 N, K = 4500, 5
 W_TRUE = np.array([-1.5, 1.0, -0.5, 0.8, 0.0, 0.3])

@@ -14,23 +14,12 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal as mvn
 from scipy.stats import norm
 
-from pyro_spam.diagnostics import (
-    NutsOptions,
-    compare_vi_nuts,
-    comparison_verdict,
-    diagnose_run_dir,
-    gaussian_khat,
-    khat_reading,
-    log_prior,
-    log_q,
-    loo_summary,
-    pareto_khat,
-    run_nuts,
-    vi_khat,
-)
+from pyro_spam.diagnostics.nuts import NutsOptions, compare_vi_nuts, comparison_verdict, run_nuts
+from pyro_spam.diagnostics.psis import gaussian_khat, khat_reading, log_prior, log_q, loo_summary, pareto_khat, vi_khat
 from pyro_spam.errors import ConfigError, ModelFileError
 from pyro_spam.inference_data import load_netcdf, to_inference_data
 from pyro_spam.model import model
+from pyro_spam.pipeline.diagnose import diagnose_run_dir
 from pyro_spam.posterior import draw_weights, predict_draws
 from pyro_spam.types import ElboHistory, FitResult
 
@@ -280,7 +269,7 @@ def test_compare_vi_nuts_by_hand():
 def small_run(tmp_path_factory):
     """One small run (synthetic data, short training, 300 draws) shared by the run-directory tests."""
     from pyro_spam.config import FeatureConfig, RunConfig, TrainConfig
-    from pyro_spam.pipeline import run
+    from pyro_spam.pipeline.run import run
 
     from .conftest import make_dataset
 

@@ -15,7 +15,7 @@ from pyro_spam.errors import ConfigError, DataError
 from pyro_spam.estimator import VariationalSpamClassifier
 from pyro_spam.features import build_features
 from pyro_spam.posterior import draw_weights, predict_draws
-from pyro_spam.train import fit as train_fit
+from pyro_spam.training.engines import fit as train_fit
 
 from .conftest import make_dataset
 

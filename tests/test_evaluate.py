@@ -11,8 +11,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from pyro_spam import evaluate as ev
-from pyro_spam.rundir import to_jsonable
-
+from pyro_spam.io.rundir import to_jsonable
 
 # ---------------------------------------------------------------- 1. weights
 

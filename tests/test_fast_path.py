@@ -17,8 +17,10 @@ from pyro_spam.config import FeatureConfig, TrainConfig
 from pyro_spam.features import build_features
 from pyro_spam.guide import LOC, SCALE, make_guide
 from pyro_spam.model import model
-from pyro_spam.optim import Adam
-from pyro_spam.train import fit_svi, make_elbo, torch_threads
+from pyro_spam.training.elbos import make_elbo
+from pyro_spam.training.engines import torch_threads
+from pyro_spam.training.optim import Adam
+from pyro_spam.training.svi import fit_svi
 
 from .conftest import make_dataset
 
@@ -165,7 +167,7 @@ def test_default_fit_converges_within_one_nat(data, reference, kind):
 
 
 def test_adam_matches_torch_adam_bit_for_bit():
-    """pyro_spam.optim.Adam gives torch.optim.Adam's numbers exactly, and their state dicts interchange."""
+    """pyro_spam.training.optim.Adam gives torch.optim.Adam's numbers exactly, and their state dicts interchange."""
     gen = torch.Generator().manual_seed(0)
     p0 = torch.randn(7, generator=gen)
     grads = [torch.randn(7, generator=gen) * 10.0 ** (i % 4 - 2) for i in range(40)]
@@ -194,7 +196,7 @@ def test_fit_does_not_import_dynamo():
     code = (
         "import sys, numpy as np\n"
         "from pyro_spam.config import TrainConfig\n"
-        "from pyro_spam.train import fit\n"
+        "from pyro_spam.training import fit\n"
         "rng = np.random.default_rng(0); x = rng.normal(size=(200, 2)).astype('float32')\n"
         "y = (x[:, 0] > 0).astype('float32')\n"
         "fit(x, y, TrainConfig(max_steps=30, particles=4))\n"

@@ -12,13 +12,16 @@ import numpy as np
 import pyro.optim
 import pytest
 
-from pyro_spam import pipeline, rundir, train
-from pyro_spam.checkpoint import load_checkpoint, save_checkpoint
 from pyro_spam.cli import main
 from pyro_spam.config import FeatureConfig, RunConfig, TrainConfig
 from pyro_spam.errors import TrainingError
 from pyro_spam.features import build_features
-from pyro_spam.schedule import PlateauSchedule
+from pyro_spam.io import rundir
+from pyro_spam.io.checkpoint import load_checkpoint, save_checkpoint
+from pyro_spam.pipeline import run as pipeline
+from pyro_spam.training import fit
+from pyro_spam.training import svi as train
+from pyro_spam.training.schedule import PlateauSchedule
 
 from .conftest import make_dataset
 from .faultinject import core_stages_only, ctrl_c_at, without_timings
@@ -111,16 +114,16 @@ def test_resume_from_checkpoint_files_is_exact_across_lr_decays(features, tmp_pa
     convergence stop, parameters and history as without the interrupt (exactly)."""
     cfg = TrainConfig(elbo="trace", particles=8, batch_size=64, max_steps=400, window=15, tol=50.0)
     x, y = features.X_train, features.y_train
-    full = train.fit(x, y, cfg)
+    full = fit(x, y, cfg)
     assert full.stop_reason == "converged" and len(full.extra["lr_events"]) == 3  # 2 decays, then converged
     cut = int(full.extra["lr_events"][0]["step"]) + 7  # a few steps after the first decay
     ctrl_c_at(monkeypatch, step=cut - 1)
-    part = train.fit(x, y, cfg)
+    part = fit(x, y, cfg)
     monkeypatch.setattr(train, "PlateauSchedule", PlateauSchedule)
     assert part.stop_reason == "interrupted" and part.steps == cut and part.state.exact
     save_checkpoint(tmp_path, RunConfig(train=cfg, elbos=("trace",)), {"trace": part}, features)
     saved = load_checkpoint(tmp_path).fits["trace"]
-    rest = train.fit(x, y, cfg, resume=saved.state)
+    rest = fit(x, y, cfg, resume=saved.state)
     assert (rest.stop_reason, rest.steps, rest.extra["lr_events"]) == (full.stop_reason, full.steps, full.extra["lr_events"])
     for a, b in [(rest.loc, full.loc), (rest.scale, full.scale)] + [
         (getattr(rest.history, f), getattr(full.history, f)) for f in ("elbo", "loglik", "kl", "lr")
@@ -145,14 +148,14 @@ def test_hard_interrupt_inside_a_step_keeps_the_last_completed_step(features, mo
             raise KeyboardInterrupt
 
     monkeypatch.setattr(pyro.optim.PyroOptim, "__call__", update_then_interrupt)
-    part = train.fit(x, y, cfg)
+    part = fit(x, y, cfg)
     monkeypatch.undo()
-    first12 = train.fit(x, y, TrainConfig(elbo="meanfield", particles=8, max_steps=12))
+    first12 = fit(x, y, TrainConfig(elbo="meanfield", particles=8, max_steps=12))
     assert part.stop_reason == "interrupted" and part.steps == 12 and not part.state.exact
     np.testing.assert_array_equal(part.loc, first12.loc)
     np.testing.assert_array_equal(part.history.elbo, first12.history.elbo)
-    with caplog.at_level(logging.WARNING, logger="pyro_spam.train"):
-        rest = train.fit(x, y, cfg, resume=part.state)
+    with caplog.at_level(logging.WARNING, logger="pyro_spam.training.loop"):
+        rest = fit(x, y, cfg, resume=part.state)
     assert "not identical" in caplog.text
     assert rest.steps == 40 and np.isfinite(rest.loc).all() and np.all(rest.scale > 0)
     np.testing.assert_array_equal(rest.history.elbo[:12], first12.history.elbo)
@@ -171,7 +174,7 @@ def test_second_ctrl_c_interrupts_at_once(features, monkeypatch):
             return verdict
 
     monkeypatch.setattr(train, "PlateauSchedule", TwoPresses)
-    fr = train.fit(features.X_train, features.y_train, TrainConfig(particles=4, max_steps=30))
+    fr = fit(features.X_train, features.y_train, TrainConfig(particles=4, max_steps=30))
     assert fr.stop_reason == "interrupted" and fr.steps == 5
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
@@ -184,7 +187,8 @@ def test_second_ctrl_c_interrupts_at_once(features, monkeypatch):
     [
         (["--lr", "1e6"], r"parameters became non-finite in the update of step 0 \(scale at coefficient\(s\) \[.*\] = \[.*(inf|0\.0).*\]\)"
                           r" although the ELBO was finite .*no step had finished yet\. Try a smaller learning rate"),
-        (["--elbo", "meanfield", "--prior-scale", "1e30"], r"the ELBO became non-finite at step 0 \(loss=(inf|nan), log-likelihood=-?[0-9.]+\); the KL term failed"),
+        (["--elbo", "meanfield", "--prior-scale", "1e30"],
+         r"the ELBO became non-finite at step 0 \(loss=(inf|nan), log-likelihood=-?[0-9.]+\); the KL term failed"),
     ],
     ids=["huge-lr-parameters", "huge-prior-scale-kl"],
 )
@@ -215,11 +219,11 @@ def test_nonfinite_likelihood_names_step_and_last_finite_values(features, monkey
 
     monkeypatch.setattr(train, "PlateauSchedule", CorruptInput)
     with pytest.raises(TrainingError) as info:
-        train.fit(x, y, cfg)
+        fit(x, y, cfg)
     monkeypatch.undo()
     msg = str(info.value)
     assert "at step 21" in msg and "likelihood" in msg
-    ref = train.fit(features.X_train, y, TrainConfig(elbo="trace", particles=8, max_steps=21))
+    ref = fit(features.X_train, y, TrainConfig(elbo="trace", particles=8, max_steps=21))
     assert f"loc={[round(float(v), 4) for v in ref.loc]}" in msg
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyro
 import pyro.poutine as poutine
-from pyro.poutine.util import site_is_subsample
 import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.util import site_is_subsample
 
 from pyro_spam.evaluate import elbo_estimate
 from pyro_spam.guide import make_guide

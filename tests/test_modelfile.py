@@ -11,9 +11,9 @@ from sklearn.exceptions import NotFittedError
 
 from pyro_spam.config import FeatureConfig, RunConfig, TrainConfig
 from pyro_spam.errors import ModelFileError
-from pyro_spam.estimator import VariationalSpamClassifier
-from pyro_spam.modelfile import FORMAT_VERSION, load_model, save_model
-from pyro_spam.pipeline import run
+from pyro_spam.estimator import VariationalSpamClassifier, load_model, save_model
+from pyro_spam.io.modelfile import FORMAT_VERSION
+from pyro_spam.pipeline.run import run
 
 from .conftest import make_dataset
 

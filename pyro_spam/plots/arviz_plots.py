@@ -7,7 +7,7 @@ Drawing only: the InferenceData objects (and standardised draws) are built in
 from __future__ import annotations
 
 import warnings
-from typing import Mapping
+from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np

@@ -6,7 +6,8 @@ Drawing only: the numbers come from :mod:`pyro_spam.crosscheck` (``summarize_rep
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np

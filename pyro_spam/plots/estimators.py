@@ -1,12 +1,13 @@
 """Figures of the ELBO-estimator comparison: variance versus particles, training curves.
 
-Drawing only: the numbers come from :func:`pyro_spam.compare.estimator_variance` and
-:func:`pyro_spam.compare.training_curves`.
+Drawing only: the numbers come from :func:`pyro_spam.studies.estimator_variance` and
+:func:`pyro_spam.studies.training_curves`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np

@@ -2,14 +2,15 @@
 selective prediction, example messages, prior sensitivity and model size.
 
 Drawing only: every function takes the numbers computed by :mod:`pyro_spam.evaluate` /
-:mod:`pyro_spam.compare` (plain dicts and arrays, as stored in ``summary.json``) and ``ax=`` or
+:mod:`pyro_spam.studies` (plain dicts and arrays, as stored in ``summary.json``) and ``ax=`` or
 ``axes=``, and returns what it drew on.
 """
 
 from __future__ import annotations
 
 import textwrap
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np

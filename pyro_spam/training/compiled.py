@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 import pyro
 import pyro.ops.jit

@@ -1,6 +1,7 @@
-"""Studies that refit the model on a finished run: prior sensitivity, model size, ELBO estimators.
+"""Studies that refit the model on a run's data: prior sensitivity, model size, ELBO estimators.
 
-``pyro-spam compare RUN_DIR`` (:func:`run_compare`) adds three studies to a run directory:
+Numbers only (no run-directory I/O, no figures, no report); ``pyro-spam compare RUN_DIR``
+(:func:`pyro_spam.pipeline.compare.run_compare`) runs them on a finished run and writes them into it.
 
 * **prior sensitivity** (:func:`prior_sensitivity`): held-out lppd and weights for prior scales
   0.1, 1 and 10 on the run's own features;
@@ -20,20 +21,19 @@ settings; they are written to ``summary.json`` and quoted in the report.
 
 Python use::
 
-    from pyro_spam.compare import run_compare
-    result = run_compare("runs/my-run", quick=True)
+    from pyro_spam.studies import QUICK, estimator_variance
+    est = estimator_variance(X_train, y_train, {"fitted": (loc, scale)}, QUICK.est_S, QUICK.est_reps)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyro
@@ -41,17 +41,16 @@ import torch
 from tqdm.auto import tqdm
 
 from . import elbo_manual as em
-from .config import MAX_COMPONENTS, FeatureConfig, RunConfig, TrainConfig
-from .data import load_data
+from .config import MAX_COMPONENTS, FeatureConfig, TrainConfig
 from .errors import PyroSpamError
 from .evaluate import intercept_only_lppd, lppd_pointwise
 from .features import build_features
 from .guide import LOC, SCALE, make_guide
 from .model import model
 from .posterior import draw_weights, predict_draws
-from .rundir import SUMMARY, to_jsonable, read_json, save_figure, write_json, write_npz
-from .train import TrainState, fit, make_elbo, torch_threads
-from .types import Dataset, ElboHistory
+from .training.elbos import make_elbo
+from .training.engines import fit, torch_threads
+from .types import Dataset, ElboHistory, FitResult, TrainState
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,6 @@ __all__ = [
     "estimator_draws",
     "estimator_variance",
     "training_curves",
-    "run_compare",
 ]
 
 #: The four ELBO estimators compared: (label, implementation, KL variant).
@@ -135,7 +133,8 @@ QUICK = CompareSettings(
 # ---------------------------------------------------------------- helpers
 
 
-def heldout_lppd(loc: np.ndarray, scale: np.ndarray, x: np.ndarray, y: np.ndarray, n_draws: int, seed: int) -> dict[str, Any]:
+def heldout_lppd(loc: np.ndarray, scale: np.ndarray, x: np.ndarray, y: np.ndarray, n_draws: int,
+                 seed: int) -> dict[str, Any]:
     """Held-out log pointwise predictive density per message and its standard error.
 
     Returns ``lppd`` (mean over messages, nats), ``se`` (sd of the pointwise values / sqrt(n))
@@ -160,7 +159,8 @@ def _warm(loc: np.ndarray, scale: np.ndarray, cfg: TrainConfig) -> TrainState:
                       history=ElboHistory(empty, empty, empty, empty), lr=cfg.lr, decays_done=0)
 
 
-def _fit_row(fr, lp: Mapping[str, Any]) -> dict[str, Any]:
+def _fit_row(fr: FitResult, lp: Mapping[str, Any]) -> dict[str, Any]:
+    """One sweep row: the held-out lppd and how the fit ended."""
     tail = fr.history.elbo[-max(1, fr.steps // 10) :]  # the last tenth of the steps: the plateau
     return {"lppd": lp["lppd"], "se": lp["se"], "elbo": float(np.mean(tail)),
             "steps": fr.steps, "seconds": fr.seconds, "stop_reason": fr.stop_reason,
@@ -201,13 +201,14 @@ def prior_sensitivity(
     from .evaluate import kl_normal
 
     rows, pointwise = [], {}
-    for i, ps in enumerate(tqdm(settings.prior_scales, desc="prior scales", disable=not progress, leave=False)):
+    for ps in tqdm(settings.prior_scales, desc="prior scales", disable=not progress, leave=False):
         cfg = _sweep_config(base, settings, prior_scale=float(ps))
         with torch_threads(1):
             fr = fit(X_train, y_train, cfg, resume=_warm(*init, cfg) if init is not None else None)
         lp = heldout_lppd(fr.loc, fr.scale, X_test, y_test, settings.sweep_draws, seed=base.seed + 7)
         pointwise[float(ps)] = lp["pointwise"]
-        rows.append({"prior_scale": float(ps), **_fit_row(fr, lp), "kl_total": float(kl_normal(fr.loc, fr.scale, ps).sum())})
+        kl_total = float(kl_normal(fr.loc, fr.scale, ps).sum())
+        rows.append({"prior_scale": float(ps), **_fit_row(fr, lp), "kl_total": kl_total})
     if 1.0 in pointwise:
         for r in rows:
             r["diff_vs_1"] = float(np.mean(pointwise[r["prior_scale"]] - pointwise[1.0]))
@@ -283,7 +284,8 @@ def model_size_sweep(
             prev = (fr.loc, fr.scale)
             bar.update(1)
         best = int(np.argmax(res["lppd"]))
-        within = [i for i in range(len(ks)) if res["lppd"][best] - res["lppd"][i] <= _paired_se(pointwise[best], pointwise[i])]
+        within = [i for i in range(len(ks))
+                  if res["lppd"][best] - res["lppd"][i] <= _paired_se(pointwise[best], pointwise[i])]
         kinds[kind] = {**res, "best_k": ks[best], "one_se_k": ks[min(within)], "terms": list(fs.names)}
     bar.close()
     fs = feats["polynomial"]
@@ -375,7 +377,8 @@ def _grad_var(d: Mapping[str, np.ndarray]) -> tuple[float, float]:
     return float(d["grad_loc"].var(axis=0, ddof=1).sum()), float(d["grad_scale"].var(axis=0, ddof=1).sum())
 
 
-def _ratio_ci(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], what: str, n_boot: int, seed: int) -> tuple[float, float, float]:
+def _ratio_ci(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], what: str, n_boot: int,
+              seed: int) -> tuple[float, float, float]:
     """Variance ratio var(a)/var(b) with a paired percentile-bootstrap 95 % interval over replicates."""
 
     def stat(idx: np.ndarray) -> float:
@@ -442,7 +445,8 @@ def estimator_variance(
                 r, lo, hi = _ratio_ci(d[num[0]], d[den[0]], what, n_boot, seed + i)
                 row[f"{what}_ratio"], row[f"{what}_lo"], row[f"{what}_hi"] = r, lo, hi
             ratios.append(row)
-    return {"S": [int(s) for s in S_values], "reps": int(reps), "guides": {g: {"loc": l, "scale": s} for g, (l, s) in guides.items()},
+    return {"S": [int(s) for s in S_values], "reps": int(reps),
+            "guides": {g: {"loc": loc, "scale": scale} for g, (loc, scale) in guides.items()},
             "table": table, "ratios": ratios}
 
 
@@ -468,136 +472,3 @@ def training_curves(
             "ms_per_step": 1000 * fr.seconds / max(1, fr.steps), "loc": fr.loc, "scale": fr.scale,
         }
     return out
-
-
-# ---------------------------------------------------------------- the command
-
-
-def _load_run(run_dir: Path) -> tuple[dict[str, Any], RunConfig, dict[str, np.ndarray]]:
-    if not (run_dir / SUMMARY).exists():
-        raise PyroSpamError(f"{run_dir} holds no pyro-spam run (no {SUMMARY}); make one with `pyro-spam run --out {run_dir}`")
-    summary = read_json(run_dir / SUMMARY)
-    try:
-        config = RunConfig.from_dict(summary["meta"]["config"])
-    except (KeyError, TypeError) as exc:
-        raise PyroSpamError(f"{run_dir / SUMMARY} has no usable run configuration ({exc})") from None
-    if not (run_dir / "features.npz").exists():
-        raise PyroSpamError(f"{run_dir} lacks features.npz; rerun `pyro-spam run` to recreate it")
-    with np.load(run_dir / "features.npz", allow_pickle=False) as f:
-        feats = {k: f[k] for k in f.files}
-    return summary, config, feats
-
-
-def _primary_fit(summary: Mapping[str, Any]) -> tuple[str, np.ndarray, np.ndarray]:
-    fits = summary.get("fits") or {}
-    if not fits:
-        raise PyroSpamError("the run has no fits to compare")
-    kind = "meanfield" if "meanfield" in fits else next(iter(fits))
-    return kind, np.asarray(fits[kind]["loc"], dtype=np.float64), np.asarray(fits[kind]["scale"], dtype=np.float64)
-
-
-COMPARE_FIGURES = ("compare_prior_sensitivity.png", "compare_model_size.png", "estimators_variance.png", "estimators_training.png")
-
-
-def draw_compare_figures(run_dir: str | Path, summary: Mapping[str, Any] | None = None) -> list[str]:
-    """(Re)draw the four comparison figures from ``summary.json`` and ``estimator_curves.npz``."""
-    from .plots.estimators import plot_estimator_variance, plot_training_curves
-    from .plots.evaluation import plot_model_size, plot_prior_sensitivity
-
-    run_dir = Path(run_dir)
-    s = summary if summary is not None else read_json(run_dir / SUMMARY)
-    c, est = s["compare"], s["estimators"]
-    with np.load(run_dir / "estimator_curves.npz", allow_pickle=False) as z:
-        labels = [str(v) for v in z["labels"]]
-        curves = {lab: {"elbo": z[f"elbo_{i}"], "seconds": float(z["seconds"][i])} for i, lab in enumerate(labels)}
-    figs = {
-        COMPARE_FIGURES[0]: plot_prior_sensitivity(c["prior_sensitivity"])[0].figure,
-        COMPARE_FIGURES[1]: plot_model_size(c["model_size"]).figure,
-        COMPARE_FIGURES[2]: plot_estimator_variance(est),
-        COMPARE_FIGURES[3]: plot_training_curves(curves)[0].figure,
-    }
-    for name, fig in figs.items():
-        save_figure(fig, run_dir / name)
-    return list(figs)
-
-
-def run_compare(run_dir: str | Path, *, quick: bool = False, settings: CompareSettings | None = None,
-                progress: bool = False) -> dict[str, Any]:
-    """Run the sweeps and the estimator comparison on the run in ``run_dir`` and add them to it.
-
-    Writes ``summary["compare"]`` (prior sensitivity, model size, settings) and
-    ``summary["estimators"]`` (variance table, ratios, training curves) to ``summary.json``
-    atomically, the figures, ``estimator_curves.npz``, and re-renders ``report.md``/``report.html``.
-    Returns the updated summary.
-    """
-    from .report import render_report
-
-    run_dir = Path(run_dir)
-    t_all = time.perf_counter()
-    s = settings or (QUICK if quick else FULL)
-    summary, config, feats = _load_run(run_dir)
-    base = config.train
-    kind, loc, scale = _primary_fit(summary)
-    coef_names = summary["fits"][kind].get("coef_names")
-    timings: dict[str, float] = {}
-
-    t = time.perf_counter()
-    prior = prior_sensitivity(feats["X_train"], feats["y_train"], feats["X_test"], feats["y_test"], base, s,
-                              init=(loc, scale), coef_names=coef_names, progress=progress)
-    prior["run_prior_scale"] = base.prior_scale
-    timings["prior_sensitivity"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    ds = load_data(config.data)
-    size = model_size_sweep(ds, config.features, base, s, progress=progress)
-    size["run_k"] = int(summary.get("data", {}).get("components", feats["X_train"].shape[1]))
-    size["run_kind"] = config.features.kind
-    timings["model_size"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    k1 = loc.size
-    guides = {"initial": (np.zeros(k1), np.full(k1, base.init_scale)), "fitted": (loc, scale)}
-    est = estimator_variance(feats["X_train"], feats["y_train"], guides, s.est_S, s.est_reps,
-                             prior_scale=base.prior_scale, seed=base.seed, n_boot=s.bootstrap, progress=progress)
-    est["fitted_from"] = kind
-    timings["estimator_variance"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    curve_cfg = dataclasses.replace(base, particles=s.curve_particles or base.particles,
-                                    max_steps=s.curve_max_steps or base.max_steps)
-    curves = training_curves(feats["X_train"], feats["y_train"], curve_cfg, progress=progress)
-    timings["training_curves"] = time.perf_counter() - t
-    est["curves"] = {k: {kk: vv for kk, vv in v.items() if kk != "elbo"} for k, v in curves.items()}
-    est["curve_config"] = {"particles": curve_cfg.particles, "max_steps": curve_cfg.max_steps, "lr": curve_cfg.lr,
-                           "batch_size": curve_cfg.batch_size, "seed": curve_cfg.seed}
-    write_npz(run_dir / "estimator_curves.npz", **{f"elbo_{i}": curves[lab]["elbo"] for i, (lab, _, _) in enumerate(ESTIMATORS)},
-              labels=np.array([lab for lab, _, _ in ESTIMATORS], dtype=str),
-              seconds=np.array([curves[lab]["seconds"] for lab, _, _ in ESTIMATORS]))
-
-    timings["total"] = time.perf_counter() - t_all
-    summary["compare"] = {"settings": dataclasses.asdict(s), "quick": bool(quick), "prior_sensitivity": prior,
-                          "model_size": size, "seconds": timings, "figures": list(COMPARE_FIGURES)}
-    summary["estimators"] = est
-    figures = summary.setdefault("figures", [])
-    figures.extend(n for n in COMPARE_FIGURES if n not in figures)
-    summary = json.loads(json.dumps(to_jsonable(summary)))
-    write_json(run_dir / SUMMARY, summary)  # the expensive numbers first, then what is drawn from them
-    draw_compare_figures(run_dir, summary)
-    render_report(run_dir)
-    return read_json(run_dir / SUMMARY)
-
-
-def format_compare_summary(summary: Mapping[str, Any], run_dir: str | Path) -> str:
-    """A few lines for the terminal: the sweeps' best settings and the variance ratio at S = 64."""
-    c, est = summary["compare"], summary["estimators"]
-    lines = []
-    for r in c["prior_sensitivity"]["rows"]:
-        lines.append(f"prior sd {r['prior_scale']:>5g}: held-out lppd {r['lppd']:.4f} ± {r['se']:.4f} nats/msg")
-    for kind, res in c["model_size"]["kinds"].items():
-        lines.append(f"{kind:>10} terms: best K={res['best_k']} (lppd {max(res['lppd']):.4f}), one-SE K={res['one_se_k']}")
-    for r in est["ratios"]:
-        if r["pair"] == "pyro" and r["S"] == 64:
-            lines.append(f"gradient variance Trace_ELBO / TraceMeanField_ELBO at S=64, {r['guide']} guide: "
-                         f"{r['grad_ratio']:.3f} [95% CI {r['grad_lo']:.3f}, {r['grad_hi']:.3f}]")
-    lines.append(f"compare took {c['seconds']['total']:.0f} s; report: {Path(run_dir) / 'report.html'}")
-    return "\n".join(lines)

@@ -23,19 +23,19 @@ import io
 import json
 import logging
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import RunConfig
-from .errors import ConfigError, ModelFileError, PyroSpamError
+from ..config import RunConfig
+from ..errors import ConfigError, ModelFileError, PyroSpamError
+from ..types import ElboHistory, FeatureSet, FitResult, TrainState
 from .rundir import SUMMARY, atomic_write_bytes, write_json
-from .types import ElboHistory, FeatureSet, FitResult
 
 if TYPE_CHECKING:  # pipeline imports this module; the type is only needed for annotations
-    from .pipeline import RunContext
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -45,47 +45,6 @@ FORMAT = "pyro-spam-checkpoint"
 VERSION = 1
 HISTORY_FIELDS = ("elbo", "loglik", "kl", "lr")
 STOP_REASONS = ("converged", "max_steps", "interrupted")
-
-
-@dataclass
-class TrainState:
-    """Where a fit stands: enough to resume it (numpy arrays and plain values only).
-
-    loc, scale : ndarray of shape (K+1,)
-        Guide parameters after the last completed step.
-    history : ElboHistory
-        Per-step record of the completed steps.
-    lr : float
-        Learning rate for the next step.
-    decays_done : int
-        Learning-rate decays the plateau schedule has made.
-    events : list of dict, default=[]
-        The schedule's decay/convergence events so far.
-    seconds : float, default=0.0
-        Training wall time spent so far (added to the resumed fit's time).
-    params : dict of str to ndarray or None
-        Unconstrained Pyro parameter values (``w_loc``, ``w_scale`` before ``exp``).
-    optim : dict or None
-        Per-parameter optimiser state: ``{name: {"state": {index: {key: array}}, "param_groups": [...]}}``.
-    rng : dict or None
-        ``{"torch": uint8 array, "numpy": np.random state tuple, "random": random state tuple}``.
-    """
-
-    loc: np.ndarray
-    scale: np.ndarray
-    history: ElboHistory
-    lr: float
-    decays_done: int
-    events: list[dict[str, float]] = field(default_factory=list)
-    seconds: float = 0.0
-    params: dict[str, np.ndarray] | None = None
-    optim: dict[str, Any] | None = None
-    rng: dict[str, Any] | None = None
-
-    @property
-    def exact(self) -> bool:
-        """True when resuming reproduces an uninterrupted run bit for bit."""
-        return self.params is not None and self.optim is not None and self.rng is not None
 
 
 @dataclass
@@ -236,16 +195,6 @@ def save_checkpoint(
         "versions": versions or {},
         "fits": fits_meta,
     })
-
-
-def stage_checkpoint(ctx: "RunContext") -> None:
-    """Run stage: the checkpoint of every fit (so an interrupted run can be resumed)."""
-    versions = ctx.summary.get("meta", {}).get("versions")
-    save_checkpoint(ctx.dir, ctx.config, ctx.fits, ctx.features, versions=versions)
-    ctx.summary["checkpoint"] = {
-        "file": CHECKPOINT_JSON,
-        "interrupted": [k for k, f in ctx.fits.items() if f.stop_reason == "interrupted"],
-    }
 
 
 # --- reading ---------------------------------------------------------------------------------

@@ -6,19 +6,19 @@ whole fit on the default data (~0.8 s). Nothing in this package compiles with dy
 :class:`Adam` performs ``torch.optim.Adam``'s default CPU update (the single-tensor path, no
 weight decay, no AMSGrad) with the same tensor operations in the same order, giving the same
 numbers bit for bit (``tests/test_fast_path.py``), and keeps its ``state_dict`` layout, so
-checkpoints written with either load into the other. :func:`PyroAdam` wraps it like
+checkpoints written with either load into the other. :func:`pyro_spam.training.svi.PyroAdam` wraps it like
 ``pyro.optim.Adam``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-import pyro.optim
 import torch
 from torch import Tensor
 
-__all__ = ["Adam", "PyroAdam"]
+__all__ = ["Adam"]
 
 
 class Adam:
@@ -109,8 +109,3 @@ class Adam:
                 "exp_avg": torch.as_tensor(s["exp_avg"], dtype=p.dtype).clone(),
                 "exp_avg_sq": torch.as_tensor(s["exp_avg_sq"], dtype=p.dtype).clone(),
             }
-
-
-def PyroAdam(optim_args: dict[str, Any]) -> pyro.optim.PyroOptim:
-    """``pyro.optim.Adam(optim_args)`` backed by :class:`Adam` (keys ``lr``, ``betas``, ``eps``)."""
-    return pyro.optim.PyroOptim(Adam, optim_args)

@@ -1,0 +1,393 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · ELBO estimators: Pyro versus the hand-written ELBO, variance versus S, mini-batch scaling
+#
+# Three questions about the objective that notebook 01 optimises:
+#
+# 1. Do Pyro's `Trace_ELBO` (Monte Carlo KL), `TraceMeanField_ELBO` (analytic KL) and the
+#    plain-torch `pyro_spam.elbo_manual` module compute the same thing? (Same noise: to rounding;
+#    independent noise: within Monte Carlo error.)
+# 2. How noisy are the ELBO estimate and its gradient as a function of the number of particles S,
+#    and does the analytic KL help?
+# 3. What goes wrong when a mini-batch likelihood is not scaled by N/B — and how
+#    `pyro.plate(..., subsample_size=B)` fixes it.
+
+# %%
+import os
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor", category=FutureWarning)
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
+# Quick mode (the test suite sets PYRO_SPAM_QUICK=1) lowers step counts and draws; the committed
+# outputs come from a full run.
+QUICK = os.environ.get("PYRO_SPAM_QUICK") == "1"
+SEED = 0
+torch.set_num_threads(1)  # the tensors are tiny: a second intra-op thread costs more than it saves
+plt.rcParams["figure.dpi"] = 72
+print("quick mode" if QUICK else "full mode")
+
+# %% [markdown]
+# ## Data and a reference fit
+#
+# The default data with K = 5 polynomial terms (as in notebook 01), and a full-batch
+# `TraceMeanField_ELBO` fit whose guide serves as the "fitted" point below.
+
+# %%
+import pandas as pd
+from IPython.display import Markdown
+
+from pyro_spam.config import FeatureConfig, TrainConfig
+from pyro_spam.data import load_default
+from pyro_spam.features import build_features
+from pyro_spam.training import fit
+
+pd.set_option("display.max_colwidth", 90)
+pd.set_option("display.width", 200)
+ds = load_default()
+fs, _ = build_features(ds, FeatureConfig(components=5), seed=SEED)
+N, K = fs.X_train.shape
+ref = fit(fs.X_train, fs.y_train, TrainConfig(elbo="meanfield", max_steps=400 if QUICK else 3000, seed=SEED))
+print(f"N = {N} training messages, K = {K}; reference fit: {ref.steps} steps ({ref.stop_reason}), "
+      f"final ELBO {ref.history.elbo[-50:].mean():.1f} nats")
+print(pd.DataFrame({"loc": ref.loc, "scale": ref.scale}, index=fs.coef_names).round(4).T)
+
+# %% [markdown]
+# ## 1 · Three implementations of one ELBO
+#
+# `crosscheck.run_crosscheck` evaluates Pyro's two ELBO classes — the very objects training uses
+# (`training.elbos.make_elbo`) — and the hand-written ELBO at the fitted guide:
+#
+# * **exact** rows: both sides see the *same* noise ε (read back from Pyro's trace), so values and
+#   gradients must agree to a relative 10⁻⁵; they include a mini-batch (the N/B scaling) and the
+#   check that `TraceMeanField_ELBO` really uses the closed-form KL (it silently falls back to a
+#   Monte Carlo KL when none is registered);
+# * **statistical** rows: independent noise, means within 4 Monte Carlo standard errors; the
+#   mini-batch mean equals the full-data ELBO (unbiasedness of the N/B scaling); and the Monte
+#   Carlo KL's error slope against S (theory −½).
+
+# %%
+from pyro_spam.crosscheck import elbo_replicates, mc_kl_error_vs_s, run_crosscheck, summarize_replicates
+from pyro_spam.plots.crosscheck import plot_crosscheck
+
+n_rep = 30 if QUICK else 200
+reps = elbo_replicates(fs.X_train, fs.y_train, ref.loc, ref.scale, particles=64, n_rep=n_rep, seed=SEED)
+kl_err = mc_kl_error_vs_s(ref.loc, ref.scale, reps=50 if QUICK else 400, seed=SEED)
+rows = run_crosscheck(fs.X_train, fs.y_train, ref.loc, ref.scale, particles=64, n_rep=n_rep,
+                      n_batches=50 if QUICK else 200, seed=SEED, replicates=reps, kl_error=kl_err)
+checks = pd.DataFrame(rows)[["kind", "name", "pyro", "manual", "abs_diff", "tolerance", "agree"]]
+print(f"{int(checks.agree.sum())} of {len(checks)} checks agree")
+print(checks.to_string(index=False, formatters={"pyro": "{:.6g}".format, "manual": "{:.6g}".format,
+                                                "abs_diff": "{:.2e}".format, "tolerance": "{:.2e}".format}))
+
+# %%
+summary = summarize_replicates(reps)
+for s in summary:
+    print(f"{s['name']:26s} mean ELBO {s['mean']:10.3f} ± {s['se']:.3f} (SE, {s['n']} replicates of S = 64)")
+plot_crosscheck(summary, kl_err)
+plt.show()
+
+# %%
+exact, stat = checks[checks.kind == "exact"], checks[checks.kind == "statistical"]
+rel = (exact.abs_diff / exact[["pyro", "manual"]].abs().max(axis=1).clip(lower=1e-12)).max()
+Markdown(f"""
+**Reading the table.** {int(exact.agree.sum())} of {len(exact)} same-noise checks agree; the largest relative
+difference is {rel:.1e}, which is rounding in float64, far below the 10⁻⁵ tolerance: Pyro's estimators and the
+hand-written module compute the same function of the same draws, gradients included. {int(stat.agree.sum())} of
+{len(stat)} statistical checks agree within their tolerances. The Monte Carlo KL's RMS error falls with a log-log
+slope of {kl_err.slope:.3f} against S (theory −0.5): at S = {int(kl_err.S[0])} it is {kl_err.rms[0]:.3f} nats, at
+S = {int(kl_err.S[-1])} {kl_err.rms[-1]:.4f} nats, around a closed-form KL of {kl_err.kl:.2f} nats.
+""")
+
+# %% [markdown]
+# ## 2 · Estimator and gradient variance versus S
+#
+# At two fixed guides — the initial one (loc 0, scale 0.1) and the fitted one — `studies.estimator_variance`
+# draws independent ELBO estimates and reparameterisation gradients with S particles from each of
+# the four estimators (Pyro and manual, MC and analytic KL) and measures their variance. The two
+# Pyro estimators share each replicate's noise, as do the two manual ones, so their ratio is
+# measured with common random numbers (paired bootstrap interval).
+
+# %%
+from pyro_spam.plots.estimators import plot_estimator_variance
+from pyro_spam.studies import estimator_variance
+
+S_values = (1, 8, 64) if QUICK else (1, 4, 16, 64, 256)
+guides = {"initial": (np.zeros(K + 1), np.full(K + 1, 0.1)), "fitted": (ref.loc, ref.scale)}
+est = estimator_variance(fs.X_train, fs.y_train, guides, S_values, 16 if QUICK else 64, seed=SEED,
+                         n_boot=200 if QUICK else 1000)
+table = pd.DataFrame(est["table"])
+print(f"{est['reps']} replicates per estimator, guide and S")
+grad_table = table.pivot_table(index=["guide", "estimator"], columns="S", values="var_grad")
+print(grad_table.to_string(float_format="{:.4g}".format))
+plot_estimator_variance(est, ratio_at=64)
+plt.show()
+
+# %%
+grad_slopes = [np.polyfit(np.log(d.S), np.log(d.var_grad), 1)[0] for _, d in table.groupby(["guide", "estimator"])]
+elbo_slopes = [np.polyfit(np.log(d.S), np.log(d.var_elbo), 1)[0] for _, d in table.groupby(["guide", "estimator"])]
+ratios = {(r["guide"], r["pair"]): r for r in est["ratios"] if r["S"] == 64}
+
+
+def ci(r, what):
+    """The ratio, its interval, and which estimator it favours."""
+    v, lo, hi = r[f"{what}_ratio"], r[f"{what}_lo"], r[f"{what}_hi"]
+    side = ("lower with the MC KL" if hi < 1 else "higher with the MC KL" if lo > 1 else "no detectable difference")
+    return f"{v:.4f} [95 % CI {lo:.4f}, {hi:.4f}]: {side}"
+
+
+ri, rf, rm = ratios[("initial", "pyro")], ratios[("fitted", "pyro")], ratios[("fitted", "manual")]
+all_slopes = grad_slopes + elbo_slopes
+like_1_over_s = ("Every estimator's variance falls like 1/S" if min(all_slopes) > -1.25 and max(all_slopes) < -0.75
+                 else f"The variances fall roughly like 1/S, with the scatter expected from {est['reps']} replicates"
+                      " per point")
+Markdown(f"""
+**1/S.** {like_1_over_s}: the log-log slopes of the gradient variance against S lie between
+{min(grad_slopes):.2f} and {max(grad_slopes):.2f}, those of the ELBO estimate between {min(elbo_slopes):.2f} and
+{max(elbo_slopes):.2f} (theory −1: a mean of S independent terms), so the standard error falls like 1/√S for every
+estimator: four times the particles for half the noise.
+
+**MC versus analytic KL** (variance ratio `Trace_ELBO` ÷ `TraceMeanField_ELBO` at S = 64, Pyro pair):
+
+* initial guide — ELBO estimate {ci(ri, 'elbo')}; gradient {ci(ri, 'grad')}. Here the
+  likelihood's noise dwarfs the KL's, so the choice of KL hardly matters.
+* fitted guide — ELBO estimate {ci(rf, 'elbo')}; gradient {ci(rf, 'grad')}.
+
+The fitted-guide ELBO ratio is the instructive one. With the Monte Carlo KL each particle contributes
+log p(y, w) − log q(w); if q were the exact posterior this would be the constant log p(y) — an estimator with zero
+variance. Near the optimum the −log q(w) term therefore cancels much of the likelihood's noise, which the analytic
+KL, being outside the expectation, cannot do. The *gradient* does not inherit this: Pyro's reparameterised gradient of
+log q(w) also contains the score term ∇ log q, whose mean is zero but whose noise stays (Roeder et al., 2017,
+"Sticking the landing"), so on this model the gradient variances of the two estimators are close. The manual pair,
+independent code with its own noise, gives at the fitted guide: ELBO estimate {ci(rm, 'elbo')}; gradient
+{ci(rm, 'grad')} (dashed lines in the right-hand panels).
+""")
+
+# %% [markdown]
+# ### Training with each estimator
+#
+# Same data, seed, S and learning-rate schedule; Pyro's estimators train with SVI, the manual
+# ones with the plain-torch engine (`TrainConfig(engine="manual")`).
+
+# %%
+from pyro_spam.plots.estimators import plot_training_curves
+from pyro_spam.studies import training_curves
+
+curves = training_curves(fs.X_train, fs.y_train,
+                         TrainConfig(particles=16 if QUICK else 64, max_steps=200 if QUICK else 3000, seed=SEED))
+for label, c in curves.items():
+    print(f"{label:26s} {c['steps']:5d} steps ({c['stop_reason']}), {c['ms_per_step']:5.1f} ms/step, "
+          f"final ELBO {c['final_elbo']:.1f} nats, loc {np.round(c['loc'], 2)}")
+plot_training_curves(curves)
+plt.show()
+
+# %%
+finals = {k: c["final_elbo"] for k, c in curves.items()}
+ms = {k: c["ms_per_step"] for k, c in curves.items()}
+fastest, slowest = min(ms, key=ms.get), max(ms, key=ms.get)
+Markdown(f"""
+All four reach final ELBOs within {max(finals.values()) - min(finals.values()):.2f} nats of each other
+({min(finals.values()):.2f} to {max(finals.values()):.2f}), so with S particles on full batches the choice of
+estimator changes neither the optimum nor, visibly, the path to it. They differ in cost per step: from
+{ms[fastest]:.1f} ms ({fastest}) to {ms[slowest]:.1f} ms ({slowest}) per step in this one run on a shared
+machine: indicative only, not a benchmark.
+""")
+
+# %% [markdown]
+# ## 3 · The mini-batch scaling lesson
+#
+# With a mini-batch of B of the N messages, the ELBO's data term must be multiplied by N/B:
+#
+# $$\widehat{\mathrm{ELBO}} = \frac{N}{B}\sum_{i\in\text{batch}}\mathbb E_q\log p(y_i\mid x_i,w)
+#   - \mathrm{KL}(q\,\|\,p).$$
+#
+# Leave the factor out and, averaged over batches, the objective becomes
+# $\frac BN\,\mathbb E_q\log p(\mathbf y\mid\mathbf X,w) - \mathrm{KL}$: the likelihood of *B*
+# messages against a prior meant for N. Average the batch instead (a per-message mean, as with a
+# `mean` loss) and it is the likelihood of *one* message. Either way the KL — which pulls q back
+# to the prior — drowns the data.
+#
+# Below, two deliberately wrong model variants defined here for teaching, and the fix. All three
+# use the package's guide, `training.elbos.make_elbo("meanfield", S)` and the same loop; only the plate
+# differs. The fix is `pyro.plate("data", N, subsample_size=B)`: the plate draws the batch
+# indices itself and scales the log-likelihood by N/B. (The package's `model.model` does the same
+# with `subsample=` indices chosen by the training loop, i.e. `TrainConfig(batch_size=B)`.)
+
+# %%
+from functools import partial
+
+import pyro
+import pyro.distributions as dist
+from pyro.infer import SVI
+
+from pyro_spam.guide import make_guide
+from pyro_spam.model import logits
+from pyro_spam.training.elbos import make_elbo
+
+x, y = torch.as_tensor(fs.X_train), torch.as_tensor(fs.y_train)
+
+
+def prior_w(x, prior_scale):
+    w = pyro.sample("w", dist.Normal(x.new_zeros(x.shape[1] + 1), prior_scale).to_event(1))
+    return w.squeeze(-2) if w.dim() > 1 else w  # vectorised particles: (S, 1, K+1) -> (S, K+1)
+
+
+def batch_model(x, y, subsample, prior_scale=1.0, lik_scale=1.0):
+    """WRONG (teaching only): a plate over the B batch rows, likelihood weighted by lik_scale instead of N/B."""
+    w = prior_w(x, prior_scale)
+    with pyro.plate("batch", len(subsample)), pyro.poutine.scale(scale=lik_scale):
+        pyro.sample("y", dist.Bernoulli(logits=logits(w, x[subsample])), obs=y[subsample])
+
+
+def subsampled_model(x, y, subsample=None, prior_scale=1.0, batch_size=None):
+    """RIGHT: a plate over all N rows that draws a batch of batch_size and scales the log-likelihood by N/B."""
+    w = prior_w(x, prior_scale)
+    with pyro.plate("data", x.shape[0], subsample_size=batch_size) as idx:
+        pyro.sample("y", dist.Bernoulli(logits=logits(w, x[idx])), obs=y[idx])
+
+
+def variants(B):
+    return {"unscaled: plate of B rows": partial(batch_model, lik_scale=1.0),
+            "batch mean: scale 1/B": partial(batch_model, lik_scale=1.0 / B),
+            "fixed: plate(N, subsample_size=B)": partial(subsampled_model, batch_size=B)}
+
+
+def train_minibatch(model_fn, B, steps, particles=8, seed=SEED):
+    """Adam on random batches of B rows. The learning rate decays 50x over the run, so the last iterate settles
+    instead of jumping with each batch's noise."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    optim = pyro.optim.ExponentialLR(
+        {"optimizer": torch.optim.Adam, "optim_args": {"lr": 0.1}, "gamma": 0.02 ** (1 / steps)})
+    svi = SVI(model_fn, make_guide(), optim, make_elbo("meanfield", particles))
+    for _ in range(steps):
+        svi.step(x, y, torch.randint(N, (B,), generator=gen))  # the fixed model's plate draws its own batch
+        optim.step()  # the learning-rate schedule
+    store = pyro.get_param_store()
+    return store["w_loc"].detach().numpy().copy(), store["w_scale"].detach().numpy().copy()
+
+
+# %%
+from pyro_spam.evaluate import weight_summary
+
+B_DEMO = 16
+STEPS = 300 if QUICK else 1500
+B_VALUES = (4, 16, 256) if QUICK else (4, 16, 64, 256)
+results = {}  # (variant, B) -> (loc, scale)
+for B in B_VALUES:
+    for name, fn in variants(B).items():
+        results[(name, B)] = train_minibatch(fn, B, STEPS)
+pkg = fit(fs.X_train, fs.y_train,
+          TrainConfig(elbo="meanfield", batch_size=B_DEMO, particles=8, max_steps=STEPS, seed=SEED))
+
+demo = {name: results[(name, B_DEMO)] for name in variants(B_DEMO)}
+demo[f"package: fit(batch_size={B_DEMO})"] = (pkg.loc, pkg.scale)
+demo["full batch (reference)"] = (ref.loc, ref.scale)
+loc_t = pd.DataFrame({k: v[0] for k, v in demo.items()}, index=fs.coef_names).T
+ratio_t = pd.DataFrame({k: v[1] / 1.0 for k, v in demo.items()}, index=fs.coef_names).T  # prior sd is 1
+n_left = {k: weight_summary(v[0], v[1], fs.coef_names)["n_left"] for k, v in demo.items()}
+print(f"B = {B_DEMO} of N = {N}, {STEPS} steps. Posterior mean of each coefficient:")
+print(loc_t.round(3).to_string())
+print("\nPosterior sd / prior sd (1 = back at the prior):")
+print(ratio_t.round(3).to_string())
+print("\ncoefficients that left the prior (sd ratio < 0.5):", n_left)
+print(f"package fit: {pkg.steps} steps ({pkg.stop_reason}); its plateau checks (ELBO gain between windows vs its SE):")
+for e in pkg.extra["lr_events"]:
+    print(f"  step {e['step']:.0f}: gain {e['gain']:+.1f} nats, SE {e['se']:.1f} nats -> lr {e['lr']:.0e}")
+
+# %%
+names = list(variants(B_DEMO))
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
+for name, style in zip(names, ("o-", "s-", "^-"), strict=True):
+    a1.plot(B_VALUES, [results[(name, B)][1].mean() for B in B_VALUES], style, label=name)
+    a2.plot(B_VALUES, [results[(name, B)][0][1] for B in B_VALUES], style, label=name)
+a1.axhline(1.0, color="tab:red", ls=":", label="prior")
+a1.axhline(ref.scale.mean(), color="0.3", ls="--", label="full-batch fit")
+a2.axhline(0.0, color="tab:red", ls=":", label="prior mean")
+a2.axhline(ref.loc[1], color="0.3", ls="--", label="full-batch fit")
+for ax in (a1, a2):
+    ax.set_xscale("log")
+    ax.set_xticks(B_VALUES, [str(b) for b in B_VALUES])
+    ax.minorticks_off()
+    ax.set_xlabel("batch size B (log scale)")
+    ax.grid(alpha=0.3)
+fig.legend(*a1.get_legend_handles_labels(), loc="lower center", ncol=5, fontsize=8, frameon=False)
+fig.subplots_adjust(bottom=0.25, wspace=0.25)
+a1.set_ylabel("mean posterior sd / prior sd")
+a1.set_title(f"(a) How far q stays from the prior (N = {N})")
+a2.set_ylabel(f"posterior mean of {fs.coef_names[1]} (log-odds per sd)")
+a2.set_title(f"(b) The strongest term, {fs.coef_names[1]}")
+plt.show()
+
+# %% [markdown]
+# Why does the KL win? Compare the two end points the objective chooses between: q at the
+# prior, and q at the full-batch posterior. Moving from the first to the second gains some
+# log-likelihood *per message* and costs the KL once:
+
+# %%
+from pyro_spam import elbo_manual as em
+
+xd, yd = x.double(), y.double()
+eps = torch.randn(512, K + 1, generator=torch.Generator().manual_seed(SEED), dtype=torch.float64)
+loc_f, scale_f = torch.as_tensor(ref.loc), torch.as_tensor(ref.scale)
+ell_post = float(em.expected_log_lik(em.draw(loc_f, scale_f, eps), xd, yd)) / N
+prior_draws = em.draw(torch.zeros(K + 1, dtype=torch.float64), torch.ones(K + 1, dtype=torch.float64), eps)
+ell_prior = float(em.expected_log_lik(prior_draws, xd, yd)) / N
+kl_fit = float(em.kl_analytic(loc_f, scale_f))
+gain = ell_post - ell_prior
+print(f"E_q log-lik per message: {ell_post:.4f} at the fitted guide, {ell_prior:.4f} at the prior"
+      f" -> gain {gain:.4f} nats/message")
+print(f"KL(fitted q || prior) = {kl_fit:.2f} nats; break-even: {kl_fit / gain:.1f} messages")
+for label, n_eff in ((f"fixed, N/B scaling (N = {N})", N), (f"unscaled (B = {B_DEMO})", B_DEMO), ("batch mean (1)", 1)):
+    print(f"  {label:28s}: data worth {n_eff * gain:9.2f} nats against a KL of {kl_fit:.2f}")
+
+# %%
+un, mean_, fixed_ = (demo[n] for n in names)
+se_max = max((e["se"] for e in pkg.extra["lr_events"]), default=float("nan"))
+pkg_note = (f", after only {pkg.steps} steps: its plateau test compares window means of the ELBO, whose standard "
+            f"error with {B_DEMO}-message batches reaches {se_max:.0f} nats, so it declares convergence early"
+            if pkg.stop_reason == "converged" and pkg.steps < STEPS / 2 else "")
+x1_err = [abs(results[(names[2], B)][0][1] - ref.loc[1]) for B in B_VALUES]
+trend = (f"panel (b) shows the fixed variant's {fs.coef_names[1]} closer to the full-batch value at B = {B_VALUES[-1]} "
+         f"({x1_err[-1]:.2f} away) than at B = {B_VALUES[0]} ({x1_err[0]:.2f} away)" if x1_err[-1] < x1_err[0] else
+         f"panel (b) shows how far the fixed variant's {fs.coef_names[1]} lands from the full-batch value at each B")
+Markdown(f"""
+**What happened.** With B = {B_DEMO}:
+
+* the **batch mean** puts every weight back next to the prior: posterior sd / prior sd between
+  {mean_[1].min():.2f} and {mean_[1].max():.2f}, posterior means within {np.abs(mean_[0]).max():.2f} of 0 — one
+  message's worth of data ({gain:.2f} nats) cannot pay for a KL of {kl_fit:.1f}, so q stays where the KL is zero;
+* the **unscaled** plate of B rows keeps sd ratios between {un[1].min():.2f} and {un[1].max():.2f} and shrinks
+  {fs.coef_names[1]} to {un[0][1]:.2f} (full batch: {ref.loc[1]:.2f}): the posterior of a data set of {B_DEMO}
+  messages, not {N}. Panel (a) shows the sd ratio falling only slowly as B grows; it would take B ≈ N to recover
+  the right answer, i.e. no mini-batching at all;
+* the **fix**, `pyro.plate("data", N, subsample_size=B)`, gives sd ratios between {fixed_[1].min():.3f} and
+  {fixed_[1].max():.3f} and {fs.coef_names[1]} = {fixed_[0][1]:.2f}: the scale of the full-batch fit
+  ({ref.scale.min():.3f}–{ref.scale.max():.3f} and {ref.loc[1]:.2f}) and far from the prior. What remains is
+  mini-batch noise — B = {B_DEMO} is a tiny batch — and {trend};
+* the package's `fit(batch_size={B_DEMO})` (the same N/B scaling through `subsample=` indices) gives
+  {fs.coef_names[1]} = {pkg.loc[1]:.2f}, with {n_left[f"package: fit(batch_size={B_DEMO})"]} of {K + 1} coefficients
+  off the prior as in the full-batch fit ({n_left["full batch (reference)"]}){pkg_note}.
+
+The break-even count above — about {kl_fit / gain:.0f} messages' worth of likelihood to pay for the fitted q's KL —
+is why a collapsed fit is a scaling bug and not a modelling result: a held-out ELBO near the intercept-only baseline
+with every weight at N(0, 1) is the signature of a likelihood that counts too few messages.
+""")

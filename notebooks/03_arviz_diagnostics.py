@@ -1,0 +1,260 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · ArviZ diagnostics: how good is the mean-field posterior?
+#
+# ArviZ's converters (`az.from_pyro`) accept MCMC runs only, so `pyro_spam.inference_data`
+# builds the variational posterior's `InferenceData` from the guide's draws (`az.from_dict`).
+# With it we ask three questions:
+#
+# 1. What does the posterior look like next to the prior, and do replicated data resemble the
+#    observed spam rate? (`az.summary`, posterior plots, a posterior predictive check)
+# 2. Is q a good approximation? PSIS k̂ of q as an importance-sampling proposal (Yao et al.
+#    2018, "Yes, but did it work?"), and PSIS-LOO against the held-out score.
+# 3. How does it compare with the gold standard, NUTS on the same Pyro model?
+
+# %%
+import os
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor", category=FutureWarning)
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
+# Quick mode (the test suite sets PYRO_SPAM_QUICK=1) lowers step counts and draws; the committed
+# outputs come from a full run.
+QUICK = os.environ.get("PYRO_SPAM_QUICK") == "1"
+SEED = 0
+torch.set_num_threads(1)  # the tensors are tiny: a second intra-op thread costs more than it saves
+plt.rcParams["figure.dpi"] = 72
+print("quick mode" if QUICK else "full mode")
+
+# %%
+import arviz as az
+import pandas as pd
+from IPython.display import Markdown
+
+from pyro_spam.config import FeatureConfig, TrainConfig
+from pyro_spam.data import load_default
+from pyro_spam.features import build_features
+from pyro_spam.posterior import draw_weights, predict_draws
+from pyro_spam.training import fit
+
+pd.set_option("display.width", 200)
+ds = load_default()
+fs, _ = build_features(ds, FeatureConfig(components=5), seed=SEED)
+K = fs.k
+n_draws = 500 if QUICK else 2000
+fits, draws = {}, {}
+for kind in ("trace", "meanfield"):
+    f = fits[kind] = fit(fs.X_train, fs.y_train, TrainConfig(elbo=kind, max_steps=400 if QUICK else 3000, seed=SEED))
+    w = draw_weights(f.loc, f.scale, n_draws, seed=SEED + 1)
+    draws[kind] = (predict_draws(w, fs.X_train, fs.y_train), predict_draws(w, fs.X_test, fs.y_test))
+    print(f"{kind:9s}: {f.steps} steps ({f.stop_reason}); {n_draws} guide draws")
+
+# %% [markdown]
+# ## 1 · InferenceData from the guide
+#
+# `to_inference_data` lays one fit out in ArviZ's groups: posterior and prior draws of `w`
+# (dimension `coef`), replicated labels, the pointwise training log-likelihood (for LOO), the
+# observed labels and the model inputs.
+
+# %%
+from pyro_spam.inference_data import to_inference_data
+
+idatas = {kind: to_inference_data(fits[kind], fs.coef_names, fs.X_train, fs.y_train, fs.X_test, fs.y_test,
+                                  *draws[kind], seed=SEED, particles=64) for kind in fits}
+idata = idatas["meanfield"]
+print(idata)
+print(idata.posterior)
+az.summary(idata, var_names=["w"], kind="stats", hdi_prob=0.94)
+
+# %% [markdown]
+# `kind="stats"`: r̂ and ESS are Markov-chain diagnostics, and guide draws are independent.
+# The posterior density of each coefficient with the N(0, 1) prior overlaid, and a posterior
+# predictive check of the spam rate:
+
+# %%
+from pyro_spam.plots.arviz_plots import plot_posterior_prior, plot_ppc_rate
+
+plot_posterior_prior(idata, 1.0, label="VI, TraceMeanField_ELBO")
+plt.show()
+plot_ppc_rate(idata, label="VI, TraceMeanField_ELBO")
+plt.show()
+
+# %% [markdown]
+# ## 2 · Is q a good approximation? PSIS k̂ and LOO
+#
+# **k̂ of q.** Treat q as an importance-sampling proposal for the posterior: the ratios
+# $p(w, y)/q(w)$ over q's draws have a tail whose Pareto shape k̂ says how far q is from the
+# posterior — below 0.5 good, 0.5–0.7 usable, above 0.7 unreliable (neither trustworthy nor
+# correctable by reweighting). A mean-field q that is too narrow in some direction gives a heavy
+# tail.
+
+# %%
+from pyro_spam.diagnostics.psis import loo_summary, vi_khat
+from pyro_spam.evaluate import lppd_pointwise
+
+khats, loos, lppd_test = {}, {}, {}
+for kind in fits:
+    tr, te = draws[kind]
+    kh = khats[kind] = vi_khat(tr.w, tr.loglik, fits[kind].loc, fits[kind].scale)
+    print(f"{kind:9s}: PSIS k̂ of q = {kh.khat:.2f} ({kh.reading});"
+          f" importance-sampling ESS {kh.ess:.0f} of {tr.w.shape[0]} draws")
+    if kh.mean_is is not None:
+        moments = {"mean q": kh.mean_q, "mean reweighted": kh.mean_is, "sd q": kh.sd_q, "sd reweighted": kh.sd_is}
+        print(pd.DataFrame(moments, index=fs.coef_names).round(3).to_string())
+    loos[kind] = loo_summary(idatas[kind])
+    lppd_test[kind] = float(lppd_pointwise(te.loglik).mean())
+
+# %% [markdown]
+# **PSIS-LOO.** `az.loo` estimates the expected log predictive density of a new message
+# from the training data alone (leave-one-out by Pareto-smoothed importance sampling). It should
+# agree with the held-out lppd on the test split, which measures the same thing directly.
+
+# %%
+for kind, lo in loos.items():
+    print(f"{kind:9s}: elpd_loo {lo['elpd']:.1f} ± {lo['se']:.1f} (p_loo {lo['p_loo']:.2f})"
+          f" = {lo['elpd_per_message']:.4f}/message | held-out lppd {lppd_test[kind]:.4f}/message"
+          f" | Pareto k: {lo['pareto_k_counts']} (max {lo['k_max']:.2f})")
+    for msg in lo["warning_messages"]:
+        print("   ArviZ:", msg)
+
+# %% [markdown]
+# ## 3 · NUTS on the same model
+#
+# `diagnostics.nuts.run_nuts` runs Pyro's NUTS on `pyro_spam.model.model` (float64, dense mass
+# matrix, chains one after another with their own seeds). Its draws are the reference; r̂ and ESS
+# say whether to trust them.
+
+# %%
+from pyro_spam.diagnostics.nuts import NutsOptions, nuts_inference_data, run_nuts
+
+opts = NutsOptions(chains=2, warmup=100, draws=150) if QUICK else NutsOptions()
+res = run_nuts(fs.X_train, fs.y_train, options=opts, seed=SEED)
+nuts = nuts_inference_data(res, fs.coef_names)
+print(f"{opts.chains} chains × {opts.draws} draws after {opts.warmup} warmup: {res.seconds.sum():.0f} s, "
+      f"step sizes {np.round(res.step_size, 3)}, {int(res.diverging.sum())} divergences")
+nuts_summary = az.summary(nuts, var_names=["w"], hdi_prob=0.94)
+nuts_summary
+
+# %%
+from pyro_spam.diagnostics.nuts import compare_vi_nuts, comparison_verdict, strongest_correlation
+from pyro_spam.diagnostics.psis import gaussian_khat
+
+w_nuts = nuts.posterior["w"].values
+flat = w_nuts.reshape(-1, K + 1)
+corr = strongest_correlation(flat, fs.coef_names)
+cmp_rows = compare_vi_nuts(idata.posterior["w"].values[0], w_nuts, fs.coef_names,
+                           fits["meanfield"].loc, fits["meanfield"].scale)
+cmp_columns = ["mean_vi", "mean_nuts", "sd_vi", "sd_nuts", "mean_shift_in_sd", "sd_ratio", "mcse_mean_nuts"]
+cmp = pd.DataFrame(cmp_rows).set_index("name")[cmp_columns]
+k_theory = gaussian_khat(np.cov(flat, rowvar=False), fits["meanfield"].scale)
+lppd_nuts = float(lppd_pointwise(predict_draws(flat, fs.X_test, fs.y_test).loglik).mean())
+print(comparison_verdict(cmp_rows, corr))
+print(f"k of this q if the posterior were Gaussian with NUTS's covariance: {k_theory:.2f}"
+      f" (PSIS k̂: {khats['meanfield'].khat:.2f})")
+print(f"held-out lppd/message: NUTS {lppd_nuts:.4f}, VI {lppd_test['meanfield']:.4f}")
+cmp.round(3)
+
+# %% [markdown]
+# A forest plot of every coefficient by method; the right panel centres and scales each
+# method's draws by NUTS's mean and sd, so a narrower or shifted approximation is visible even for
+# coefficients whose value dwarfs their uncertainty. Then the pair of coefficients NUTS finds most
+# correlated, which a factorised q cannot represent:
+
+# %%
+from pyro_spam.inference_data import draws_as_inference_data
+from pyro_spam.plots.arviz_plots import FIT_LABELS, plot_forest_compare
+
+models = {FIT_LABELS[k]: idatas[k] for k in fits}
+models["NUTS (reference)"] = nuts
+centre, spread = flat.mean(axis=0), flat.std(axis=0, ddof=1)
+standardised = {label: draws_as_inference_data((m.posterior["w"].values - centre) / spread, fs.coef_names)
+                for label, m in models.items()}
+plot_forest_compare(models, standardised, reference="NUTS")
+plt.show()
+
+i, j = (list(fs.coef_names).index(n) for n in corr["pair"])
+w_vi = idata.posterior["w"].values[0]
+fig, ax = plt.subplots(figsize=(5.5, 4.5))
+ax.scatter(flat[:, i], flat[:, j], s=4, alpha=0.3, color="black", label=f"NUTS (ρ = {corr['rho']:+.2f})")
+ax.scatter(w_vi[:, i], w_vi[:, j], s=4, alpha=0.3, color="tab:orange", label="VI, mean-field (ρ = 0 by construction)")
+ax.set_xlabel(f"{corr['pair'][0]} (log-odds)")
+ax.set_ylabel(f"{corr['pair'][1]} (log-odds per sd)")
+ax.set_title("The most correlated pair of coefficients")
+ax.legend(fontsize=8, markerscale=3)
+plt.show()
+
+# %%
+kh, lo = khats["meanfield"], loos["meanfield"]
+n_ok = lo["pareto_k_counts"][next(k for k in lo["pareto_k_counts"] if k.startswith("k<="))]
+narrowest, n_narrow = cmp.sd_ratio.idxmin(), int((cmp.sd_ratio < 0.9).sum())
+pw_vi = lppd_pointwise(draws["meanfield"][1].loglik)
+pw_nuts = lppd_pointwise(predict_draws(flat, fs.X_test, fs.y_test).loglik)
+d_pred = float((pw_vi - pw_nuts).mean())
+se_pred = float((pw_vi - pw_nuts).std(ddof=1) / np.sqrt(pw_vi.size))
+se_loo, se_test = lo["se"] / lo["n_obs"], float(pw_vi.std(ddof=1) / np.sqrt(pw_vi.size))
+d_loo = lo["elpd_per_message"] - lppd_test["meanfield"]
+rhat, ess, n_div = float(nuts_summary["r_hat"].max()), float(nuts_summary["ess_bulk"].min()), int(res.diverging.sum())
+nuts_ok = rhat <= 1.01 and ess >= 400 and n_div == 0
+same_side = (k_theory > 0.7) == (kh.khat > 0.7)
+if same_side:
+    k_cmp = ("above 0.7 like the PSIS value: both say q is not a reliable importance-sampling proposal for this "
+             "posterior" if kh.khat > 0.7 else "below 0.7 like the PSIS value")
+else:
+    k_cmp = (f"the other side of 0.7 from PSIS: k̂ from {n_draws} draws is itself noisy, and the large ratios of an "
+             "underdispersed q sit in its own tails, which its draws rarely reach")
+pred_same = abs(d_pred) < max(2 * se_pred, 0.001)
+loo_agrees = abs(d_loo) < 2 * np.hypot(se_loo, se_test)
+n_bad = lo["n_obs"] - n_ok
+k_txt = (f"every Pareto k is below {lo['good_k']:.2f} (max {lo['k_max']:.2f}), so every leave-one-out term is reliable"
+         if n_bad == 0 else
+         f"{n_bad} of {lo['n_obs']} Pareto k value{'s exceed' if n_bad > 1 else ' exceeds'} {lo['good_k']:.2f} "
+         f"(max {lo['k_max']:.2f}), hence ArviZ's warning: "
+         f"{'that message' if n_bad == 1 else 'those messages'} would need an exact refit for a reliable "
+         "leave-one-out term")
+pred_txt = "hardly notice" if pred_same else "do notice"
+loo_txt = ("agrees with the test split within two standard errors" if loo_agrees
+           else "differs from the test split by more than two standard errors")
+Markdown(f"""
+**What the diagnostics say** (analytic-KL fit; the Monte-Carlo-KL fit gives k̂ = {khats['trace'].khat:.2f}).
+
+*NUTS, the reference*, {'meets' if nuts_ok else 'falls short of'} the usual criteria (r̂ ≤ 1.01, bulk ESS ≥ 400, no
+divergences): r̂ at most {rhat:.3f}, bulk ESS at least {ess:.0f}, {n_div} divergences
+({opts.chains} chains × {opts.draws} draws{'' if nuts_ok else '; a short run, so read its sds as approximate'}).
+
+*Means versus spreads.* The posterior means of VI and NUTS agree to within {cmp.mean_shift_in_sd.max():.2f} NUTS
+sd. The spreads do not: sd_VI / sd_NUTS runs from {cmp.sd_ratio.min():.2f} ({narrowest}) to {cmp.sd_ratio.max():.2f},
+and {n_narrow} of {K + 1} coefficients are more than 10 % too narrow under q. NUTS shows why: the posterior of
+{corr['pair'][0]} and {corr['pair'][1]} has correlation ρ = {corr['rho']:+.2f}, which a factorised Gaussian cannot
+represent; fitting it by KL(q‖p) makes q as narrow as the posterior's *conditional* spread along that direction, the
+known failure of mean-field VI. Credible intervals for those coefficients from q are too short, though its point
+summaries are right.
+
+*k̂.* PSIS finds k̂ = {kh.khat:.2f} for q ({kh.reading}), with an importance-sampling ESS of {kh.ess:.0f} of {n_draws}
+draws. If the posterior were exactly Gaussian with NUTS's covariance, this q would have k = {k_theory:.2f}
+({k_cmp}).
+
+*Predictions* {pred_txt}: the held-out lppd per message is {lppd_test['meanfield']:.4f} with VI and
+{lppd_nuts:.4f} with NUTS, a paired difference of {d_pred:+.5f} ± {se_pred:.5f}. PSIS-LOO on the guide's draws
+gives {lo['elpd_per_message']:.4f} per message against the held-out {lppd_test['meanfield']:.4f}
+(difference {d_loo:+.4f}; standard errors {se_loo:.4f} and {se_test:.4f}): the estimate from the training data
+{loo_txt}.
+{k_txt[0].upper() + k_txt[1:]}.
+""")

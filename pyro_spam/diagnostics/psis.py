@@ -1,0 +1,192 @@
+"""How good is the mean-field approximation? PSIS k̂ of q and PSIS-LOO (maths only, no run-directory I/O).
+
+* **k̂ of q** (Yao et al. 2018, "Yes, but did it work?"): importance ratios
+  ``log p(w, y) − log q(w)`` over the guide's draws, Pareto-smoothed with ``az.psislw``. The
+  fitted shape k̂ says how heavy the ratios' tail is: < 0.5 good, 0.5–0.7 usable, > 0.7 the
+  approximation cannot be trusted (nor corrected by reweighting). k̂ is itself noisy (about
+  ±0.2 at 2000 draws for a true k near 0.8); with NUTS draws, :func:`gaussian_khat` gives the
+  value a Gaussian posterior of NUTS's covariance implies, as a check. We use ``az.psislw`` rather
+  than Pyro's ``psis_diagnostic`` because the run already holds every draw's full-data
+  log-likelihood (no model re-execution), because it returns the smoothed weights needed for
+  the reweighted means as well as k̂, and because it is the same estimator ``az.loo`` uses, so
+  the two k̂ readings are comparable; it also takes plain arrays, which lets the tests feed it a
+  conjugate toy whose answer is known.
+* **PSIS-LOO** (``az.loo``) on the variational draws, with ArviZ's Pareto-k warnings captured
+  and reported instead of printed.
+
+The NUTS reference is in :mod:`pyro_spam.diagnostics.nuts`; writing the results into a run
+directory (``pyro-spam run`` and ``pyro-spam diagnose``) is :mod:`pyro_spam.pipeline.diagnose`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from ..inference_data import az
+
+KHAT_GOOD = 0.5
+KHAT_OK = 0.7
+# Log ratios closer than this (nats) are constant: q is the posterior up to its normaliser and the
+# Pareto fit is undefined (ArviZ returns k̂ = inf for an exactly flat tail).
+CONSTANT_RATIO_TOL = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# PSIS k̂ of the variational approximation
+# --------------------------------------------------------------------------------------------
+
+
+def khat_reading(khat: float) -> str:
+    """The usual reading of a Pareto k̂: ``"good"``, ``"usable"`` or ``"unreliable"``."""
+    if not khat < KHAT_OK:  # NaN reads as unreliable
+        return "unreliable"
+    return "good" if khat < KHAT_GOOD else "usable"
+
+
+def pareto_khat(log_p: np.ndarray, log_q: np.ndarray) -> tuple[float, np.ndarray]:
+    """Pareto k̂ of the importance ratios p/q and the smoothed, normalised log weights.
+
+    log_p : ndarray of shape (n_draws,)
+        Unnormalised log target at each draw (e.g. ``log p(w, y)``).
+    log_q : ndarray of shape (n_draws,)
+        Log density of the proposal at the same draws (e.g. ``log q(w)``).
+
+    Returns ``(khat, log_weights)`` with ``logsumexp(log_weights) == 0``. When the ratios are
+    constant (q equals the target up to its normaliser) k̂ is ``-inf`` and the weights uniform.
+    """
+    log_ratio = np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64)
+    if log_ratio.ndim != 1 or log_ratio.size < 2:
+        raise ValueError(f"need a 1-D array of at least 2 log ratios, got shape {log_ratio.shape}")
+    if not np.all(np.isfinite(log_ratio)):
+        raise ValueError("log ratios must be finite")
+    if np.ptp(log_ratio) <= CONSTANT_RATIO_TOL * max(1.0, float(np.max(np.abs(log_ratio)))):
+        return float("-inf"), np.full(log_ratio.size, -np.log(log_ratio.size))
+    log_weights, khat = az.psislw(log_ratio, reff=1.0)
+    return float(khat), np.asarray(log_weights)
+
+
+def log_prior(w: np.ndarray, prior_scale: float = 1.0) -> np.ndarray:
+    """log N(w; 0, prior_scale² I) per draw, shape (n_draws,)."""
+    return norm.logpdf(w, 0.0, prior_scale).sum(axis=-1)
+
+
+def log_q(w: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """log N(w; loc, diag(scale²)) per draw, shape (n_draws,)."""
+    return norm.logpdf(w, loc, scale).sum(axis=-1)
+
+
+@dataclass(frozen=True)
+class KhatResult:
+    """PSIS diagnostic of q as an importance-sampling proposal for the posterior.
+
+    khat : float
+        Pareto shape of the ratio tail (``-inf``: constant ratios).
+    reading : str
+        ``"good"`` (k̂ < 0.5), ``"usable"`` (< 0.7) or ``"unreliable"``.
+    log_weights : ndarray of shape (n_draws,)
+        Pareto-smoothed normalised log importance weights.
+    ess : float
+        Importance-sampling effective sample size ``1 / Σ w²`` of the smoothed weights.
+    mean_q, sd_q : ndarray of shape (K+1,)
+        Moments of the draws under q (unweighted).
+    mean_is, sd_is : ndarray of shape (K+1,) or None
+        Importance-reweighted moments (only when k̂ < 0.7: beyond it the estimate is not trusted).
+    """
+
+    khat: float
+    reading: str
+    log_weights: np.ndarray
+    ess: float
+    mean_q: np.ndarray
+    sd_q: np.ndarray
+    mean_is: np.ndarray | None
+    sd_is: np.ndarray | None
+
+    def to_dict(self, names: Sequence[str]) -> dict[str, Any]:
+        """JSON-ready numbers (no weights)."""
+        out: dict[str, Any] = {"khat": self.khat, "reading": self.reading, "ess": self.ess,
+                               "n_draws": int(self.log_weights.size)}
+        if self.mean_is is not None:
+            out["reweighted"] = [
+                {"name": n, "mean_q": float(a), "mean_is": float(b), "sd_q": float(c), "sd_is": float(d)}
+                for n, a, b, c, d in zip(names, self.mean_q, self.mean_is, self.sd_q, self.sd_is, strict=True)
+            ]
+        else:
+            out["reweighted"] = None
+        return out
+
+
+def vi_khat(w: np.ndarray, loglik: np.ndarray, loc: np.ndarray, scale: np.ndarray,
+            prior_scale: float = 1.0) -> KhatResult:
+    """k̂ of q(w) = N(loc, diag(scale²)) from its draws ``w`` (n_draws, K+1).
+
+    loglik : ndarray of shape (n_draws, n) or (n_draws,)
+        Pointwise (or already summed) training log-likelihood at each draw.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    ll = np.asarray(loglik, dtype=np.float64)
+    ll_sum = ll.sum(axis=1) if ll.ndim == 2 else ll
+    khat, lw = pareto_khat(ll_sum + log_prior(w, prior_scale), log_q(w, loc, scale))
+    wt = np.exp(lw)
+    mean_q, sd_q = w.mean(axis=0), w.std(axis=0, ddof=1)
+    mean_is = sd_is = None
+    if khat < KHAT_OK:
+        mean_is = wt @ w
+        sd_is = np.sqrt(np.maximum(wt @ (w - mean_is) ** 2, 0.0))
+    return KhatResult(khat=khat, reading=khat_reading(khat), log_weights=lw, ess=float(1.0 / np.sum(wt**2)),
+                      mean_q=mean_q, sd_q=sd_q, mean_is=mean_is, sd_is=sd_is)
+
+
+# --------------------------------------------------------------------------------------------
+# PSIS-LOO
+# --------------------------------------------------------------------------------------------
+
+
+def loo_summary(idata: az.InferenceData) -> dict[str, Any]:
+    """``az.loo`` of an InferenceData with a ``log_likelihood`` group, as JSON-ready numbers.
+
+    ArviZ's warnings (Pareto k above its threshold, too few draws) are captured and returned
+    in ``warning_messages``; ``warning`` is ArviZ's own flag.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = az.loo(idata, pointwise=True)
+    k = np.asarray(res.pareto_k)
+    good_k = float(getattr(res, "good_k", KHAT_OK))
+    n = int(res.n_data_points)
+    return {
+        "elpd": float(res.elpd_loo),
+        "se": float(res.se),
+        "p_loo": float(res.p_loo),
+        "elpd_per_message": float(res.elpd_loo) / n,
+        "warning": bool(res.warning),
+        "warning_messages": sorted({str(w.message).split(". ")[0] for w in caught}),
+        "n_obs": n,
+        "n_draws": int(res.n_samples),
+        "good_k": good_k,
+        "k_max": float(np.max(k)),
+        "pareto_k_counts": {
+            f"k<={good_k:.2f}": int(np.sum(k <= good_k)),
+            f"{good_k:.2f}<k<=1": int(np.sum((k > good_k) & (k <= 1))),
+            "k>1": int(np.sum(k > 1)),
+        },
+    }
+
+
+def gaussian_khat(cov_p: np.ndarray, scale_q: np.ndarray) -> float:
+    """k of the ratios p/q when p = N(m, cov_p) and q = N(m, diag(scale_q²)) exactly: ``1 − λ_min``.
+
+    ``λ_min`` is the smallest eigenvalue of ``cov_p⁻¹ diag(scale_q²)``: along that direction q's sd
+    is ``√λ_min`` times p's, and the log ratio under q grows like ``(1 − λ_min) χ²/2``, a Pareto
+    tail with shape ``1 − λ_min``. A value ≤ 0 means bounded ratios. With a NUTS covariance this
+    predicts what PSIS should find if the posterior were Gaussian: a check on a noisy k̂.
+    """
+    lam = np.linalg.eigvals(np.linalg.solve(np.asarray(cov_p, dtype=np.float64), np.diag(np.asarray(scale_q) ** 2)))
+    return float(1.0 - np.min(lam.real))
+

@@ -1,0 +1,6 @@
+"""The commands: ``run``/``resume`` (:mod:`.run`), ``diagnose`` (:mod:`.diagnose`) and ``compare``
+(:mod:`.compare`), built from :mod:`.stages` (thin adapters from the run context to a domain call,
+its files and one section of ``summary.json``) over the :class:`~.context.RunContext`.
+
+Only :mod:`pyro_spam.cli` imports this package.
+"""

@@ -1,0 +1,145 @@
+"""The training loop both engines share: batches, guards, bookkeeping, schedule, progress, Ctrl-C.
+
+An engine supplies a :class:`Stepper` (one optimiser step on one mini-batch, its parameters and
+its learning rate); :func:`run_steps` drives it and keeps the per-step record. So a step, its
+guards and its bookkeeping are each readable on their own, and both engines stop for the same
+reasons in the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..errors import ConfigError, TrainingError
+from ..types import ElboHistory
+from .guards import Params, check_params, quiet_nan_warnings, sigint_deferred
+from .schedule import PlateauSchedule
+
+log = logging.getLogger(__name__)
+
+
+class Stepper(Protocol):
+    """One engine's optimiser step."""
+
+    def step(self, step: int, idx: torch.Tensor | None, last: Params | None) -> tuple[float, torch.Tensor | float]:
+        """Update the parameters from the mini-batch ``idx`` (None: full batch); return the ELBO estimate
+        the update used and its log-likelihood part. Raises ``TrainingError`` for a non-finite ELBO."""
+
+    def params(self) -> Params:
+        """Copies of the current (loc, scale)."""
+
+    def set_lr(self, lr: float) -> None:
+        """Use learning rate ``lr`` from the next step on."""
+
+
+@dataclass
+class LoopResult:
+    """How a run of :func:`run_steps` ended.
+
+    history : ElboHistory
+        Every completed step, the resumed ones included.
+    last : tuple of ndarray or None
+        (loc, scale) after the last completed step (None if no step completed).
+    steps : int
+        Completed steps, the resumed ones included.
+    stop_reason : str
+        ``"converged"``, ``"max_steps"`` or ``"interrupted"``.
+    at_boundary : bool
+        The engine's state is exactly at the end of step ``steps`` (an exact resume can start there).
+    """
+
+    history: ElboHistory
+    last: Params | None
+    steps: int
+    stop_reason: str
+    at_boundary: bool
+
+
+def run_steps(
+    stepper: Stepper,
+    sched: PlateauSchedule,
+    batches: Iterator[torch.Tensor | None],
+    *,
+    total: int,
+    previous: ElboHistory | None,
+    progress: bool,
+    desc: str,
+) -> LoopResult:
+    """Step until the schedule says converged, ``total`` steps are done, or Ctrl-C.
+
+    Ctrl-C is deferred to the end of the running step (see :func:`~.guards.sigint_deferred`); a
+    second press interrupts at once and keeps the last completed step.
+    """
+    start = len(previous) if previous is not None else 0
+    elbos = np.empty(total, dtype=np.float64)
+    lrs = np.empty(total, dtype=np.float64)
+    logliks: list[torch.Tensor | float] = []
+    if previous is not None:
+        elbos[:start] = previous.elbo
+        lrs[:start] = previous.lr
+    last: Params | None = None
+    stop_reason = "max_steps"
+    done = start
+    at_boundary = True
+    bar = tqdm(total=total, initial=start, desc=desc, disable=not progress, leave=False, unit="step")
+    try:
+        with sigint_deferred() as sigint, quiet_nan_warnings():
+            for step in range(start, total):
+                idx = next(batches)
+                at_boundary = False
+                elbo, ll = stepper.step(step, idx, last)
+                snap = stepper.params()  # per step: bad parameters are caught at once, the last finite ones kept
+                check_params(step, -elbo, ll, snap, last)
+                elbos[step] = elbo
+                lrs[step] = sched.lr
+                logliks.append(ll)
+                last, done = snap, step + 1
+                bar.update(1)
+                verdict = sched.update(step, elbos)
+                if verdict == "decay":
+                    stepper.set_lr(sched.lr)
+                at_boundary = True
+                if verdict == "converged":
+                    stop_reason = "converged"
+                    break
+                if sigint.requested:
+                    stop_reason = "interrupted"
+                    log.warning("training interrupted after step %d of %d; stopping with a consistent state", done, total)
+                    break
+    except KeyboardInterrupt:  # a second Ctrl-C, or one raised where the handler could not be installed
+        stop_reason = "interrupted"
+        log.warning("training interrupted at step %d; keeping the last completed step", done)
+    finally:
+        bar.close()
+    if last is None and previous is None:
+        raise TrainingError("training was interrupted before the first step finished")
+    ll_new = _as_float64(logliks[: done - start])
+    ll_all = np.concatenate([previous.loglik, ll_new]) if previous is not None else ll_new
+    hist = ElboHistory(elbo=elbos[:done].copy(), loglik=ll_all, kl=ll_all - elbos[:done], lr=lrs[:done].copy())
+    return LoopResult(history=hist, last=last, steps=done, stop_reason=stop_reason, at_boundary=at_boundary)
+
+
+def _as_float64(values: list[torch.Tensor | float]) -> np.ndarray:
+    """Per-step log-likelihoods as float64 (tensors are stacked once at the end: no host sync per step)."""
+    if not values:
+        return np.empty(0)
+    if torch.is_tensor(values[0]):
+        return torch.stack(values).numpy().astype(np.float64)
+    return np.asarray(values, dtype=np.float64)
+
+
+def check_batch_size(cfg: TrainConfig, n: int) -> None:
+    """Refuse a batch larger than the training set (both engines)."""
+    if cfg.batch_size is not None and cfg.batch_size > n:
+        raise ConfigError(
+            f"batch size {cfg.batch_size} exceeds the {n} training messages; "
+            f"pass --batch-size {n} or less, or 'full'"
+        )

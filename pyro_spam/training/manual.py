@@ -1,0 +1,141 @@
+"""The manual training engine: Adam over the hand-written ELBO (:mod:`pyro_spam.elbo_manual`), no Pyro.
+
+Same contract as :func:`pyro_spam.training.svi.fit_svi` (arguments, :class:`FitResult`, history on the
+full-data scale, :class:`PlateauSchedule`, Ctrl-C and non-finite handling), and built to behave
+like it step for step:
+
+* the guide scale is ``exp(u)`` of an unconstrained ``u`` (Pyro's transform for
+  ``constraints.positive``), so Adam sees the same parameterisation;
+* the package's Adam (:mod:`.optim`, ``torch.optim.Adam``'s numbers) with the same settings as ``fit_svi``
+  (``cfg.lr``, ``cfg.adam_beta2``), loss = −ELBO, the ELBO recorded before each update;
+* the noise comes from a private generator seeded with ``cfg.seed`` and is drawn as an (S, 1, K+1)
+  block per step, which is the exact stream SVI draws from the global generator after
+  ``pyro.set_rng_seed(cfg.seed)``; mini-batches come from a second generator seeded with
+  ``cfg.seed``, as in ``fit_svi``. So with the same config both engines see the same noise and
+  the same batches, and differ only by float32 rounding.
+* resuming works like ``fit_svi``'s non-exact resume: start from the saved loc/scale, schedule
+  and history with a fresh Adam, noise reseeded with ``cfg.seed + steps done`` (so the first
+  steps' noise is not replayed) and the batch stream replayed to the step reached. The engine
+  records no optimiser/RNG state, so ``FitResult.state`` is None (the checkpoint builds the
+  resume state from loc, scale, history and ``extra``).
+
+``cfg.elbo`` picks the variant: ``"trace"`` → Monte Carlo KL inside the expectation,
+``"meanfield"`` → analytic KL (see :func:`elbo_manual.elbo`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.func import grad
+
+from .. import elbo_manual as em
+from ..config import TrainConfig
+from ..errors import ConfigError
+from ..types import ElboHistory, FitResult, TrainState
+from .batching import minibatches
+from .guards import Params, raise_nonfinite
+from .loop import check_batch_size, run_steps
+from .optim import Adam
+from .schedule import PlateauSchedule
+
+__all__ = ["fit_manual"]
+
+
+class ManualStepper:
+    """One Adam step on the hand-written ELBO; noise drawn as an (S, 1, K+1) block, as SVI draws it."""
+
+    def __init__(self, cfg: TrainConfig, x: Tensor, y: Tensor, loc: Tensor, log_scale: Tensor, lr: float,
+                 noise: torch.Generator) -> None:
+        self.cfg, self.x, self.y, self.noise = cfg, x, y, noise
+        self.loc, self.log_scale = loc.requires_grad_(True), log_scale.requires_grad_(True)
+        self.opt = Adam([self.loc, self.log_scale], lr=lr, betas=(0.9, cfg.adam_beta2))
+        n = x.shape[0]
+
+        def neg_elbo(loc_: Tensor, log_scale_: Tensor, eps: Tensor, xb: Tensor, yb: Tensor) -> tuple[Tensor, em.ElboParts]:
+            parts = em.elbo(cfg.elbo, loc_, torch.exp(log_scale_), eps, xb, yb, n_total=n, prior_scale=cfg.prior_scale)
+            return -parts.elbo, em.ElboParts(*(p.detach() for p in parts))
+
+        self.grad_fn = grad(neg_elbo, argnums=(0, 1), has_aux=True)
+
+    def step(self, step: int, idx: Tensor | None, last: Params | None) -> tuple[float, float]:
+        xb, yb = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
+        k1 = self.loc.shape[0]
+        eps = torch.randn((self.cfg.particles, 1, k1), generator=self.noise).reshape(self.cfg.particles, k1)
+        (g_loc, g_log_scale), parts = self.grad_fn(self.loc.detach(), self.log_scale.detach(), eps, xb, yb)
+        ll, kl = float(parts.loglik), float(parts.kl)
+        if not (math.isfinite(ll) and math.isfinite(kl)):  # checked before the update is applied
+            raise_nonfinite(step, kl - ll, ll, last)
+        self.loc.grad, self.log_scale.grad = g_loc, g_log_scale
+        self.opt.step()
+        return ll - kl, ll
+
+    def params(self) -> Params:
+        return self.loc.detach().numpy().copy(), torch.exp(self.log_scale.detach()).numpy().copy()
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+
+def fit_manual(
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    progress: bool = False,
+    resume: TrainState | None = None,
+) -> FitResult:
+    """Fit q(w) to the training inputs ``x`` (N, K) and labels ``y`` (N,) with the manual ELBO.
+
+    Stops at convergence (see :class:`PlateauSchedule`), at ``cfg.max_steps`` or on Ctrl-C
+    (``stop_reason="interrupted"``, keeping the last completed step's parameters). A non-finite
+    ELBO raises :class:`TrainingError` naming the step and the term that failed, before the
+    offending update is applied.
+    """
+    t0 = time.perf_counter()
+    n, k = x.shape
+    check_batch_size(cfg, n)
+    if cfg.elbo not in em.ELBO_KINDS:
+        raise ConfigError(f"elbo must be one of: {', '.join(em.ELBO_KINDS)} (got {cfg.elbo!r})")
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    yt = torch.as_tensor(y, dtype=torch.float32)
+    if xt.dim() != 2 or yt.shape != (n,):
+        raise ConfigError(f"x (N, K) and y (N,) expected, got {tuple(xt.shape)}, {tuple(yt.shape)}")
+    k1 = k + 1
+    sched = PlateauSchedule(lr=cfg.lr, window=cfg.window, tol=cfg.tol, decays=cfg.lr_decays)
+    prev_hist: ElboHistory | None = None
+    if resume is not None:
+        loc0 = torch.as_tensor(resume.loc, dtype=torch.float32).clone()
+        scale0 = torch.as_tensor(resume.scale, dtype=torch.float32).clone()
+        prev_hist = resume.history
+        sched.lr, sched.decays_done, sched.events = resume.lr, resume.decays_done, list(resume.events)
+    else:
+        loc0 = torch.zeros(k1)
+        scale0 = torch.full((k1,), cfg.init_scale)
+    if loc0.shape != (k1,) or scale0.shape != (k1,):
+        raise ConfigError(f"the resume state's loc/scale must have {k1} entries")
+    start = len(prev_hist) if prev_hist is not None else 0
+    noise = torch.Generator().manual_seed(cfg.seed + start)  # as fit_svi: do not replay the first steps' noise
+    stepper = ManualStepper(cfg, xt, yt, loc0, torch.log(scale0), sched.lr, noise)
+    batches = minibatches(n, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
+    for _ in range(start):  # the batch stream is a function of (seed, step): replay it to where we stopped
+        next(batches)
+    out = run_steps(stepper, sched, batches, total=cfg.max_steps, previous=prev_hist, progress=progress,
+                    desc=f"manual {cfg.elbo}")
+    loc_np, scale_np = out.last if out.last is not None else (np.asarray(resume.loc), np.asarray(resume.scale))
+    return FitResult(
+        elbo=cfg.elbo,
+        engine="manual",
+        loc=np.asarray(loc_np, dtype=np.float64),
+        scale=np.asarray(scale_np, dtype=np.float64),
+        history=out.history,
+        steps=out.steps,
+        seconds=time.perf_counter() - t0 + (resume.seconds if resume is not None else 0.0),
+        stop_reason=out.stop_reason,
+        extra={"lr_final": sched.lr, "decays_done": sched.decays_done, "lr_events": sched.events},
+    )
