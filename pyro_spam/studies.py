@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pyro
 import torch
+from scipy.stats import bootstrap
 from tqdm.auto import tqdm
 
 from . import elbo_manual as em
@@ -312,8 +313,7 @@ def _pyro_value_and_grad(kind: str, x: torch.Tensor, y: torch.Tensor, loc: torch
     pyro.set_rng_seed(seed)
     guide = make_guide(init_loc=loc, init_scale_vec=scale)
     elbo = make_elbo(kind, particles)
-    elbo._loglik = 0.0
-    loss = elbo.differentiable_loss(model, guide, x, y, None, prior_scale)
+    loss, _ = elbo.loss_and_loglik(model, guide, x, y, None, prior_scale)
     params = dict(pyro.get_param_store().named_parameters())
     g_loc, g_u = torch.autograd.grad(loss, [params[LOC], params[SCALE]])
     return -float(loss.detach()), (-g_loc).numpy().astype(np.float64), (-g_u / scale).numpy().astype(np.float64)
@@ -389,11 +389,11 @@ def _ratio_ci(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], what: st
             vb = b["grad_loc"][idx].var(axis=0, ddof=1).sum() + b["grad_scale"][idx].var(axis=0, ddof=1).sum()
         return float(va / vb) if vb > 0 else float("nan")
 
-    n = a["elbo"].size
-    rng = np.random.default_rng(seed)
-    boots = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
-    lo, hi = np.nanquantile(boots, [0.025, 0.975]) if np.isfinite(boots).any() else (float("nan"), float("nan"))
-    return stat(np.arange(n)), float(lo), float(hi)
+    idx = np.arange(a["elbo"].size)
+    # resampling replicate indices keeps each replicate's (a, b) pair together
+    res = bootstrap((idx,), stat, n_resamples=n_boot, method="percentile", vectorized=False,
+                    random_state=np.random.default_rng(seed))
+    return stat(idx), float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def estimator_variance(

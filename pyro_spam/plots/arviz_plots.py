@@ -21,7 +21,6 @@ with warnings.catch_warnings():
 # Coefficient names only: models are told apart by colour and the legend.
 _CoefLabeller = mix_labellers((NoModelLabeller, NoVarLabeller))
 
-FIT_LABELS = {"trace": "VI, Trace_ELBO", "meanfield": "VI, TraceMeanField_ELBO"}
 REFERENCE_COLOR = "black"
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple")
 

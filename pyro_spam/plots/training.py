@@ -7,9 +7,8 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..summary import ELBO_LABELS
 from ..types import FitResult
-
-ELBO_LABELS = {"trace": "Trace_ELBO (MC KL)", "meanfield": "TraceMeanField_ELBO (analytic KL)"}
 
 
 def _smooth(a: np.ndarray, w: int) -> np.ndarray:
