@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from pyro_spam.pipeline import run as pipeline
-from pyro_spam.training import svi as train
+from pyro_spam.training import loop as train  # the loop module builds the stop rule (schedule_for)
 from pyro_spam.training.schedule import PlateauSchedule
 
 # Stages that write what fitting and resuming produce; the others (figures, evaluation, ArviZ,

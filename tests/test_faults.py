@@ -20,7 +20,7 @@ from pyro_spam.io import rundir
 from pyro_spam.io.checkpoint import load_checkpoint, save_checkpoint
 from pyro_spam.pipeline import run as pipeline
 from pyro_spam.training import fit
-from pyro_spam.training import svi as train
+from pyro_spam.training import loop as train  # the loop module builds the stop rule (schedule_for)
 from pyro_spam.training.schedule import PlateauSchedule
 
 from .conftest import make_dataset

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..errors import ConfigError, TrainingError
-from ..types import ElboHistory
+from ..types import ElboHistory, TrainState
+from .batching import minibatches
 from .guards import Params, check_params, quiet_nan_warnings, sigint_deferred
 from .schedule import PlateauSchedule
 
@@ -143,3 +144,19 @@ def check_batch_size(cfg: TrainConfig, n: int) -> None:
             f"batch size {cfg.batch_size} exceeds the {n} training messages; "
             f"pass --batch-size {n} or less, or 'full'"
         )
+
+
+def schedule_for(cfg: TrainConfig, resume: TrainState | None) -> PlateauSchedule:
+    """The stop rule for a fit, carrying on from ``resume``'s rate, decays and events."""
+    sched = PlateauSchedule(lr=cfg.lr, window=cfg.window, tol=cfg.tol, decays=cfg.lr_decays)
+    if resume is not None:
+        sched.lr, sched.decays_done, sched.events = resume.lr, resume.decays_done, list(resume.events)
+    return sched
+
+
+def batch_stream(n: int, cfg: TrainConfig, start: int) -> Iterator[torch.Tensor | None]:
+    """The mini-batch stream of a fit, replayed to step ``start`` (it is a function of (seed, step) alone)."""
+    batches = minibatches(n, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
+    for _ in range(start):
+        next(batches)
+    return batches

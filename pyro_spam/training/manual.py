@@ -37,11 +37,9 @@ from .. import elbo_manual as em
 from ..config import TrainConfig
 from ..errors import ConfigError
 from ..types import ElboHistory, FitResult, TrainState
-from .batching import minibatches
 from .guards import Params, raise_nonfinite
-from .loop import check_batch_size, run_steps
+from .loop import batch_stream, check_batch_size, run_steps, schedule_for
 from .optim import Adam
-from .schedule import PlateauSchedule
 
 __all__ = ["fit_manual"]
 
@@ -107,13 +105,12 @@ def fit_manual(
     if xt.dim() != 2 or yt.shape != (n,):
         raise ConfigError(f"x (N, K) and y (N,) expected, got {tuple(xt.shape)}, {tuple(yt.shape)}")
     k1 = k + 1
-    sched = PlateauSchedule(lr=cfg.lr, window=cfg.window, tol=cfg.tol, decays=cfg.lr_decays)
+    sched = schedule_for(cfg, resume)
     prev_hist: ElboHistory | None = None
     if resume is not None:
         loc0 = torch.as_tensor(resume.loc, dtype=torch.float32).clone()
         scale0 = torch.as_tensor(resume.scale, dtype=torch.float32).clone()
         prev_hist = resume.history
-        sched.lr, sched.decays_done, sched.events = resume.lr, resume.decays_done, list(resume.events)
     else:
         loc0 = torch.zeros(k1)
         scale0 = torch.full((k1,), cfg.init_scale)
@@ -122,9 +119,7 @@ def fit_manual(
     start = len(prev_hist) if prev_hist is not None else 0
     noise = torch.Generator().manual_seed(cfg.seed + start)  # as fit_svi: do not replay the first steps' noise
     stepper = ManualStepper(cfg, xt, yt, loc0, torch.log(scale0), sched.lr, noise)
-    batches = minibatches(n, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
-    for _ in range(start):  # the batch stream is a function of (seed, step): replay it to where we stopped
-        next(batches)
+    batches = batch_stream(n, cfg, start)
     out = run_steps(stepper, sched, batches, total=cfg.max_steps, previous=prev_hist, progress=progress,
                     desc=f"manual {cfg.elbo}")
     loc_np, scale_np = out.last if out.last is not None else (np.asarray(resume.loc), np.asarray(resume.scale))

@@ -20,12 +20,10 @@ from ..errors import ModelFileError
 from ..guide import LOC, SCALE, make_guide
 from ..model import model
 from ..types import ElboHistory, FitResult, TrainState
-from .batching import minibatches
 from .elbos import make_elbo
 from .guards import Params, raise_invalid, raise_nonfinite
-from .loop import check_batch_size, run_steps
+from .loop import batch_stream, check_batch_size, run_steps, schedule_for
 from .optim import Adam
-from .schedule import PlateauSchedule
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +105,12 @@ def fit_svi(
     yt = torch.as_tensor(y, dtype=torch.float32)
     init_loc = init_scale = None
     prev_hist: ElboHistory | None = None
-    sched = PlateauSchedule(lr=cfg.lr, window=cfg.window, tol=cfg.tol, decays=cfg.lr_decays)
+    sched = schedule_for(cfg, resume)
     exact = resume is not None and resume.exact
     if resume is not None:
         init_loc = torch.as_tensor(resume.loc, dtype=torch.float32)
         init_scale = torch.as_tensor(resume.scale, dtype=torch.float32)
         prev_hist = resume.history
-        sched.lr, sched.decays_done, sched.events = resume.lr, resume.decays_done, list(resume.events)
         if exact:
             _restore_params(resume.params)
         else:  # a warm start (empty history) or a state without optimiser/RNG parts
@@ -124,10 +121,8 @@ def fit_svi(
     elbo = make_elbo(cfg.elbo, cfg.particles, jit=cfg.jit)
     optim = PyroAdam({"lr": sched.lr, "betas": (0.9, cfg.adam_beta2)})  # pyro.optim.Adam's numbers, no torch._dynamo import
     stepper = SviStepper(guide, elbo, optim, xt, yt, cfg.prior_scale)
-    batches = minibatches(n, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
     start = len(prev_hist) if prev_hist is not None else 0
-    for _ in range(start):  # the batch stream is a function of (seed, step): replay it to where we stopped
-        next(batches)
+    batches = batch_stream(n, cfg, start)
     if exact:
         optim.set_state(_optim_state_to_torch(resume.optim))
         _set_rng_state(resume.rng)
