@@ -29,6 +29,7 @@ from .errors import ConfigError, DataError, ModelFileError
 from .features import FeaturePipeline
 from .io.modelfile import HISTORY_FIELDS, read_model_file, write_model_file
 from .posterior import draw_weights, predict_draws
+from .summary import draw_seed
 from .training.engines import fit as train_fit
 from .types import ElboHistory, FitResult
 
@@ -258,7 +259,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = history
         self.n_iter_ = int(n_iter)
         self.stop_reason_ = str(stop_reason)
-        self.weight_draws_ = draw_weights(self.loc_, self.scale_, int(self.num_draws), seed=int(self.seed) + 1)
+        self.weight_draws_ = draw_weights(self.loc_, self.scale_, int(self.num_draws), seed=draw_seed(int(self.seed)))
 
     @classmethod
     def from_fitted(
