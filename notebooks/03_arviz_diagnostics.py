@@ -180,7 +180,8 @@ cmp.round(3)
 
 # %%
 from pyro_spam.inference_data import draws_as_inference_data
-from pyro_spam.plots.arviz_plots import FIT_LABELS, plot_forest_compare
+from pyro_spam.plots.arviz_plots import plot_forest_compare
+from pyro_spam.summary import FIT_LABELS
 
 models = {FIT_LABELS[k]: idatas[k] for k in fits}
 models["NUTS (reference)"] = nuts
