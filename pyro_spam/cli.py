@@ -24,7 +24,7 @@ EXIT_USER_ERROR = 2
 _TRAIN_DEFAULTS = TrainConfig()  # one source of defaults: the CLI shows the library's
 EXIT_INTERRUPTED = 130
 # Options that make up a run's configuration; with --resume they come from the run directory.
-CONFIG_OPTIONS = ("window", "tol", "data", "components", "variance_target", "features", "test_size", "elbo", "engine",
+CONFIG_OPTIONS = ("stop", "window", "tol", "data", "components", "variance_target", "features", "test_size", "elbo", "engine",
                   "particles", "batch_size", "steps", "lr", "prior_scale", "seed", "draws")
 
 
@@ -65,11 +65,13 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=_TRAIN_DEFAULTS.lr, help=f"initial Adam learning rate (default {_TRAIN_DEFAULTS.lr:g})")
     g.add_argument("--prior-scale", type=float, default=1.0, help="sd of the N(0, s²) prior on each coefficient (default 1)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--stop", choices=("iterates", "plateau"), default=_TRAIN_DEFAULTS.stop,
+                   help="convergence rule: 'iterates' (default) averages the stationary parameter iterates and stops when that "
+                        "average is accurate; 'plateau' is v0.1's ELBO-window test, which gradient noise can fake")
     g.add_argument("--window", type=int, default=_TRAIN_DEFAULTS.window,
-                   help=f"steps per convergence check (default {_TRAIN_DEFAULTS.window}); raise it for small mini-batches, "
-                        "whose noisy ELBO can look like a plateau too early")
+                   help=f"--stop plateau only: steps per convergence check (default {_TRAIN_DEFAULTS.window})")
     g.add_argument("--tol", type=float, default=_TRAIN_DEFAULTS.tol,
-                   help=f"plateau threshold in nats between successive windows (default {_TRAIN_DEFAULTS.tol:g})")
+                   help=f"--stop plateau only: threshold in nats between successive windows (default {_TRAIN_DEFAULTS.tol:g})")
     g.add_argument("--draws", type=int, default=1000, help="guide draws for predictive, ArviZ and diagnostics (default 1000)")
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=None, help="run directory (default runs/run-<time>)")
@@ -104,7 +106,7 @@ def _run_config(args: argparse.Namespace):
                                kind=args.features, test_size=args.test_size),
         train=TrainConfig(engine=args.engine, particles=args.particles, batch_size=args.batch_size,
                           max_steps=args.steps, lr=args.lr, prior_scale=args.prior_scale, seed=args.seed,
-                          window=args.window, tol=args.tol),
+                          window=args.window, tol=args.tol, stop=args.stop),
         elbos=elbo_choice_to_types(args.elbo),
         num_draws=args.draws,
     )
@@ -156,6 +158,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
         ctx = run(config, out, overwrite=args.overwrite, progress=not args.quiet)
     print(format_run_summary(ctx.summary, out))
+    for kind, f in ctx.summary["fits"].items():
+        if f["stop_reason"] == "budget":
+            print(f"pyro-spam: warning: the {kind} fit did not converge within {f['steps']} steps (stop_reason 'budget'): "
+                  "its guide is the best average so far, not a verified optimum; raise --steps, use more particles (-S) "
+                  "or a larger --batch-size", file=sys.stderr)
     stopped = [(k, f["steps"]) for k, f in ctx.summary["fits"].items() if f["stop_reason"] == "interrupted"]
     if stopped:
         kind, steps = stopped[0]

@@ -14,6 +14,7 @@ ELBO_TYPES = ("trace", "meanfield")
 ELBO_CHOICES = ("trace", "meanfield", "both")
 FEATURE_KINDS = ("polynomial", "linear")
 ENGINES = ("svi", "manual")
+STOP_RULES = ("iterates", "plateau")
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
@@ -77,7 +78,14 @@ class TrainConfig:
         Mini-batch size B; ``None`` uses the full training set. With B < N the likelihood is
         scaled by N/B (``pyro.plate(subsample=...)``) so the ELBO estimate stays unbiased.
     max_steps : int, default=3000
-        Step budget; training usually stops earlier at convergence.
+        Step budget. A fit that has not converged by then stops with ``stop_reason="budget"``.
+    stop : {"iterates", "plateau"}, default="iterates"
+        The convergence rule. ``"iterates"`` (:mod:`pyro_spam.training.convergence`): stationarity
+        of the parameter iterates (split-R̂), then the Polyak–Ruppert average accepted when its
+        Monte Carlo error is small in posterior sd, with learning-rate decays until a smaller rate
+        no longer moves it; the fit returns that average. ``"plateau"``: v0.1's windowed test on
+        the ELBO trace (``window``, ``tol``, ``lr_decays``), which gradient noise can fake; kept
+        for comparison.
     lr : float, default=0.1
         Initial Adam learning rate; divided by 10 at each plateau (``lr_decays`` times).
     adam_beta2 : float, default=0.9
@@ -85,12 +93,12 @@ class TrainConfig:
         for ~1000 steps and shrinks later steps; 0.9 forgets them within ~10 steps, so the fit
         reaches the optimum in ~3x fewer steps (see ``benchmarks/README.md``).
     lr_decays : int, default=2
-        Plateaus to pass (with a 10x smaller rate each) before declaring convergence.
+        ``stop="plateau"`` only: plateaus to pass (with a 10x smaller rate each) before declaring convergence.
     window : int, default=20
-        Steps per convergence check: a plateau is a window whose mean ELBO improves on the
-        previous window's by less than ``tol`` nats.
+        ``stop="plateau"`` only: steps per convergence check; a plateau is a window whose mean
+        ELBO improves on the previous window's by less than ``tol`` nats.
     tol : float, default=0.5
-        Plateau threshold in nats.
+        ``stop="plateau"`` only: plateau threshold in nats.
     prior_scale : float, default=1.0
         Standard deviation of the N(0, s²) prior on every coefficient.
     init_scale : float, default=0.1
@@ -111,6 +119,7 @@ class TrainConfig:
     lr_decays: int = 2
     window: int = 20
     tol: float = 0.5
+    stop: str = "iterates"
     prior_scale: float = 1.0
     init_scale: float = 0.1
     seed: int = 0
@@ -119,6 +128,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _choice("elbo", self.elbo, ELBO_TYPES)
         _choice("engine", self.engine, ENGINES)
+        _choice("stop", self.stop, STOP_RULES)
         _positive("particles (S)", self.particles, integer=True)
         if self.batch_size is not None:
             _positive("batch size", self.batch_size, integer=True)

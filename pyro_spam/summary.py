@@ -36,8 +36,10 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-"""Version of the layout below. Files written by pyro-spam 0.1.0 have no ``schema_version`` and are version 1."""
+SCHEMA_VERSION = 2
+"""Version of the layout below. Files written by pyro-spam 0.1.0 have no ``schema_version`` and are
+version 1. Version 2: ``fits[elbo]["stop_reason"]`` says ``"budget"`` where version 1 said
+``"max_steps"``, and every fit has a ``convergence`` block."""
 
 ELBO_CLASS = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO"}
 """Pyro's class behind each ELBO type."""
@@ -111,7 +113,12 @@ class ScoreSection(TypedDict, total=False):
 
 
 class FitSection(TypedDict):
-    """``summary["fits"][elbo]``: one fitted guide, its ELBO on train and test, and how training ended."""
+    """``summary["fits"][elbo]``: one fitted guide, its ELBO on train and test, and how training ended.
+
+    ``stop_reason`` is ``"converged"``, ``"budget"`` (not converged) or ``"interrupted"``;
+    ``convergence`` is the stop rule's evidence (criterion, thresholds, R̂/ESS/MCSE of the final
+    window, averaging window, learning-rate decays; see :mod:`pyro_spam.training.convergence`).
+    """
 
     engine: str
     elbo_train: float
@@ -128,6 +135,7 @@ class FitSection(TypedDict):
     stop_reason: str
     seconds: float
     final_lr: float | None
+    convergence: dict[str, Any]
 
 
 class MetaSection(TypedDict):
@@ -265,6 +273,7 @@ def fit_section(fit: Any, *, coef_names: Sequence[str], elbo_train: Mapping[str,
         stop_reason=fit.stop_reason,
         seconds=fit.seconds,
         final_lr=fit.extra.get("lr_final"),
+        convergence=dict(fit.extra.get("convergence") or {}),
     )
 
 

@@ -124,7 +124,8 @@ class FitResult:
     seconds : float
         Wall time of the training loop (setup included).
     stop_reason : str
-        ``"converged"``, ``"max_steps"`` or ``"interrupted"``.
+        ``"converged"`` (the stop rule's criterion held), ``"budget"`` (the step budget ran out
+        first: not converged), or ``"interrupted"`` (Ctrl-C).
     extra : dict
         Engine-specific details (e.g. learning-rate decays).
     state : TrainState or None
@@ -166,6 +167,11 @@ class TrainState:
         Per-parameter optimiser state: ``{name: {"state": {index: {key: array}}, "param_groups": [...]}}``.
     rng : dict or None
         ``{"torch": uint8 array, "numpy": np.random state tuple, "random": random state tuple}``.
+    stop_state : dict or None
+        The iterate rule's state (:meth:`~pyro_spam.training.convergence.IterateConvergence.state_dict`:
+        arrays and plain values); None for the plateau rule, whose state is ``lr``/``decays_done``/``events``.
+    fit_loc, fit_scale : ndarray of shape (K+1,) or None
+        The guide the fit returned when it is not the last iterate (the iterate average).
     """
 
     loc: np.ndarray
@@ -178,6 +184,9 @@ class TrainState:
     params: dict[str, np.ndarray] | None = None
     optim: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
+    stop_state: dict[str, Any] | None = None
+    fit_loc: np.ndarray | None = None
+    fit_scale: np.ndarray | None = None
 
     @property
     def exact(self) -> bool:

@@ -11,8 +11,9 @@ import sys
 import pytest
 
 from pyro_spam.pipeline import run as pipeline
-from pyro_spam.training import loop as train  # the loop module builds the stop rule (schedule_for)
-from pyro_spam.training.schedule import PlateauSchedule
+from pyro_spam.training import stopping
+
+ORIGINAL_RULES = {"IterateStop": stopping.IterateStop, "PlateauStop": stopping.PlateauStop}
 
 # Stages that write what fitting and resuming produce; the others (figures, evaluation, ArviZ,
 # report) only read the fits and cost ~10 s per run on a busy 2-core machine.
@@ -20,25 +21,45 @@ CORE_STAGES = ("stage_core_files", "stage_model_files", "stage_checkpoint")
 TIMING_WORDS = ("second", "time", "timing", "duration", "elapsed", "_ms", "ms_per")
 
 
+def at_step(monkeypatch: pytest.MonkeyPatch, action) -> None:
+    """Call ``action(step, fit_index)`` from inside the training loop after every step, whatever the
+    stop rule: both rule classes are replaced by subclasses whose per-step ``observe`` calls it
+    once the rule has seen the step. Fits are counted in the order they start (``--elbo both`` fits trace, then meanfield)."""
+    counter = itertools.count()
+
+    def wrap(base):
+        class Injecting(base):
+            def observe(self, step_, *args):
+                if not hasattr(self, "_fit_index"):
+                    self._fit_index = next(counter)
+                verdict = super().observe(step_, *args)
+                action(step_, self._fit_index)
+                return verdict
+
+        return Injecting
+
+    monkeypatch.setattr(stopping, "IterateStop", wrap(ORIGINAL_RULES["IterateStop"]))
+    monkeypatch.setattr(stopping, "PlateauStop", wrap(ORIGINAL_RULES["PlateauStop"]))
+
+
+def no_injection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put the real stop rules back (other patches of the same monkeypatch stay)."""
+    for name, cls in ORIGINAL_RULES.items():
+        monkeypatch.setattr(stopping, name, cls)
+
+
 def ctrl_c_at(monkeypatch: pytest.MonkeyPatch, *, step: int, fit_index: int = 0) -> None:
     """Send SIGINT to this process while step ``step`` (0-based) of the ``fit_index``-th fit runs.
 
-    The signal is raised from the schedule's per-step update, i.e. from inside the training loop
-    after the step's update, exactly as a user's Ctrl-C would arrive; fits are counted in the
-    order they start (``--elbo both`` fits trace, then meanfield).
+    The signal is raised from the stop rule's per-step call, i.e. from inside the training loop
+    after the step's update, exactly as a user's Ctrl-C would arrive.
     """
-    counter = itertools.count()
 
-    class InterruptingSchedule(PlateauSchedule):
-        def update(self, step_: int, elbo):
-            if not hasattr(self, "_fit_index"):
-                self._fit_index = next(counter)
-            verdict = super().update(step_, elbo)
-            if self._fit_index == fit_index and step_ == step:
-                signal.raise_signal(signal.SIGINT)
-            return verdict
+    def press(step_: int, index: int) -> None:
+        if index == fit_index and step_ == step:
+            signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(train, "PlateauSchedule", InterruptingSchedule)
+    at_step(monkeypatch, press)
 
 
 def core_stages_only(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -293,7 +293,7 @@ CASES = [
     Case("resume-invalid-config", lambda t, b, r: _resume_broken(r, t, lambda d: _edit_json(d / "checkpoint.json", config={"train": {"lr": -1}})),
          r"holds an invalid configuration \(learning rate must be a positive"),
     Case("resume-data-changed", lambda t, b, r: _resume_on_changed_data(r, t, b), r"does not match the data: .*resume needs the same data file"),
-    Case("resume-finished-run", lambda t, b, r: _resume_broken(r, t, lambda d: None, key="done"), r"is complete \(trace: max_steps after 6 steps.*nothing to resume"),
+    Case("resume-finished-run", lambda t, b, r: _resume_broken(r, t, lambda d: None, key="done"), r"is complete \(trace: budget after 6 steps.*nothing to resume"),
     Case("resume-with-other-options", lambda t, b, r: ["run", "--resume", str(_copy_run(r, "interrupted", t)), "--lr", "0.0123", "--steps", "9", "-q"],
          r"--resume continues a run with the configuration saved in .*; drop --steps, --lr"),
     Case("model-file-truncated", lambda t, b, r: ["predict", str(_text_file(t, (r["done"] / "model_trace.npz").read_bytes()[:3000], "m.npz")),

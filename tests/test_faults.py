@@ -20,11 +20,9 @@ from pyro_spam.io import rundir
 from pyro_spam.io.checkpoint import load_checkpoint, save_checkpoint
 from pyro_spam.pipeline import run as pipeline
 from pyro_spam.training import fit
-from pyro_spam.training import loop as train  # the loop module builds the stop rule (schedule_for)
-from pyro_spam.training.schedule import PlateauSchedule
 
 from .conftest import make_dataset
-from .faultinject import core_stages_only, ctrl_c_at, without_timings
+from .faultinject import at_step, core_stages_only, ctrl_c_at, no_injection, without_timings
 
 # 240 training messages in mini-batches of 64: 3 batches per epoch, so the interrupts below fall
 # in the middle of an epoch and the resumed batch stream must pick up mid-permutation.
@@ -91,9 +89,9 @@ def test_ctrl_c_twice_and_resume_equals_uninterrupted_run(reference, data, tmp_p
     ctrl_c_at(monkeypatch, step=39, fit_index=1)  # fit 0 = the resumed trace fit, fit 1 = meanfield
     assert cli(["run", "--resume", str(out), "-q"]) == 130
     s = _summary(out)
-    assert s["fits"]["trace"]["stop_reason"] == "max_steps" and s["fits"]["meanfield"]["steps"] == 40
+    assert s["fits"]["trace"]["stop_reason"] == "budget" and s["fits"]["meanfield"]["steps"] == 40
 
-    monkeypatch.setattr(train, "PlateauSchedule", PlateauSchedule)
+    no_injection(monkeypatch)
     assert cli(["run", "--resume", str(out), "-q"]) == 0
     for kind in ("trace", "meanfield"):
         got, want = _guide(out, kind), _guide(reference, kind)
@@ -110,21 +108,47 @@ def features():
 
 
 def test_resume_from_checkpoint_files_is_exact_across_lr_decays(features, tmp_path, monkeypatch):
-    """Interrupted after a learning-rate decay, saved, re-read and resumed: the same steps, decays,
-    convergence stop, parameters and history as without the interrupt (exactly)."""
-    cfg = TrainConfig(elbo="trace", particles=8, batch_size=64, max_steps=400, window=15, tol=50.0)
+    """Plateau rule: interrupted after a learning-rate decay, saved, re-read and resumed: the same
+    steps, decays, convergence stop, parameters and history as without the interrupt (exactly)."""
+    cfg = TrainConfig(elbo="trace", particles=8, batch_size=64, max_steps=400, window=15, tol=50.0, stop="plateau")
     x, y = features.X_train, features.y_train
     full = fit(x, y, cfg)
     assert full.stop_reason == "converged" and len(full.extra["lr_events"]) == 3  # 2 decays, then converged
     cut = int(full.extra["lr_events"][0]["step"]) + 7  # a few steps after the first decay
     ctrl_c_at(monkeypatch, step=cut - 1)
     part = fit(x, y, cfg)
-    monkeypatch.setattr(train, "PlateauSchedule", PlateauSchedule)
+    no_injection(monkeypatch)
     assert part.stop_reason == "interrupted" and part.steps == cut and part.state.exact
     save_checkpoint(tmp_path, RunConfig(train=cfg, elbos=("trace",)), {"trace": part}, features)
     saved = load_checkpoint(tmp_path).fits["trace"]
     rest = fit(x, y, cfg, resume=saved.state)
     assert (rest.stop_reason, rest.steps, rest.extra["lr_events"]) == (full.stop_reason, full.steps, full.extra["lr_events"])
+    for a, b in [(rest.loc, full.loc), (rest.scale, full.scale)] + [
+        (getattr(rest.history, f), getattr(full.history, f)) for f in ("elbo", "loglik", "kl", "lr")
+    ]:
+        np.testing.assert_array_equal(a, b)
+
+
+def test_iterate_rule_resume_is_exact_across_lr_decays(features, tmp_path, monkeypatch):
+    """Iterate rule (the default): interrupted a few steps after a learning-rate decay, saved to
+    checkpoint files, re-read and resumed: the same decays, stop reason, step count, averaged
+    guide and history as the uninterrupted fit (exactly: the monitor's window of iterates and its
+    phase bookkeeping are part of the checkpoint)."""
+    cfg = TrainConfig(elbo="trace", particles=8, batch_size=32, max_steps=1500)
+    x, y = features.X_train, features.y_train
+    full = fit(x, y, cfg)
+    decays = full.extra["convergence"]["lr_decays"]
+    assert decays, "this setting is expected to decay the learning rate at least once"
+    cut = int(decays[0]["step"]) + 7
+    ctrl_c_at(monkeypatch, step=cut - 1)
+    part = fit(x, y, cfg)
+    no_injection(monkeypatch)
+    assert part.stop_reason == "interrupted" and part.steps == cut and part.state.exact
+    save_checkpoint(tmp_path, RunConfig(train=cfg, elbos=("trace",)), {"trace": part}, features)
+    saved = load_checkpoint(tmp_path).fits["trace"]
+    rest = fit(x, y, cfg, resume=saved.state)
+    assert (rest.stop_reason, rest.steps) == (full.stop_reason, full.steps)
+    assert rest.extra["convergence"]["lr_decays"] == decays
     for a, b in [(rest.loc, full.loc), (rest.scale, full.scale)] + [
         (getattr(rest.history, f), getattr(full.history, f)) for f in ("elbo", "loglik", "kl", "lr")
     ]:
@@ -165,15 +189,12 @@ def test_second_ctrl_c_interrupts_at_once(features, monkeypatch):
     """The first Ctrl-C asks for a stop after the step; a second one is a plain KeyboardInterrupt,
     caught by the loop: still a clean 'interrupted' result with the completed steps."""
 
-    class TwoPresses(PlateauSchedule):
-        def update(self, step, elbo):
-            verdict = super().update(step, elbo)
-            if step == 4:
-                signal.raise_signal(signal.SIGINT)
-                signal.raise_signal(signal.SIGINT)
-            return verdict
+    def two_presses(step, fit_index):
+        if step == 4:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(train, "PlateauSchedule", TwoPresses)
+    at_step(monkeypatch, two_presses)
     fr = fit(features.X_train, features.y_train, TrainConfig(particles=4, max_steps=30))
     assert fr.stop_reason == "interrupted" and fr.steps == 5
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
@@ -211,20 +232,18 @@ def test_nonfinite_likelihood_names_step_and_last_finite_values(features, monkey
     y = features.y_train
     cfg = TrainConfig(elbo="trace", particles=8, max_steps=60)
 
-    class CorruptInput(PlateauSchedule):
-        def update(self, step, elbo):
-            if step == 20:
-                x[5, 0] = np.inf
-            return super().update(step, elbo)
+    def corrupt_input(step, fit_index):
+        if step == 20:
+            x[5, 0] = np.inf
 
-    monkeypatch.setattr(train, "PlateauSchedule", CorruptInput)
+    at_step(monkeypatch, corrupt_input)
     with pytest.raises(TrainingError) as info:
         fit(x, y, cfg)
     monkeypatch.undo()
     msg = str(info.value)
     assert "at step 21" in msg and "likelihood" in msg
     ref = fit(features.X_train, y, TrainConfig(elbo="trace", particles=8, max_steps=21))
-    assert f"loc={[round(float(v), 4) for v in ref.loc]}" in msg
+    assert f"loc={[round(float(v), 4) for v in ref.state.loc]}" in msg  # the last iterate (ref.loc is the average)
 
 
 # --- atomic writes ---------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def test_result_contract(data):
     """FitResult: engine "manual", per-step history on the full-data scale with loglik − kl = elbo."""
     x, y = data
     fr = fit_manual(x, y, TrainConfig(elbo="trace", engine="manual", max_steps=60, particles=8, batch_size=200, seed=3))
-    assert fr.engine == "manual" and fr.elbo == "trace" and fr.stop_reason == "max_steps"
+    assert fr.engine == "manual" and fr.elbo == "trace" and fr.stop_reason == "budget"
     assert fr.steps == len(fr.history) == 60
     assert fr.loc.shape == fr.scale.shape == (6,) and fr.loc.dtype == np.float64 and np.all(fr.scale > 0)
     h = fr.history
@@ -48,7 +48,7 @@ def test_result_contract(data):
     # Full-data scale: the B = 200 batch log-likelihood is scaled by N/B = 10, so the first
     # step's loglik is near 2000·log(1/2) (loc = 0, small scale), not 200·log(1/2).
     assert h.loglik[0] == pytest.approx(2000 * np.log(0.5), rel=0.05)
-    assert set(fr.extra) == {"lr_final", "decays_done", "lr_events"}
+    assert set(fr.extra) == {"lr_final", "decays_done", "lr_events", "convergence"}
 
 
 @pytest.mark.parametrize("elbo,batch", [("trace", 250), ("meanfield", None)])

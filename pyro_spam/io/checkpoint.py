@@ -23,7 +23,7 @@ import io
 import json
 import logging
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,7 @@ CHECKPOINT_NPZ = "checkpoint.npz"
 FORMAT = "pyro-spam-checkpoint"
 VERSION = 1
 HISTORY_FIELDS = ("elbo", "loglik", "kl", "lr")
-STOP_REASONS = ("converged", "max_steps", "interrupted")
+STOP_REASONS = ("converged", "budget", "interrupted", "max_steps")  # "max_steps": 0.1.0's name for "budget"
 
 
 @dataclass
@@ -55,6 +55,7 @@ class FitCheckpoint:
     engine: str
     state: TrainState
     stop_reason: str
+    convergence: dict[str, Any] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -68,10 +69,11 @@ class FitCheckpoint:
     def to_fit_result(self) -> FitResult:
         """The saved fit as a :class:`FitResult` (for fits that were already complete)."""
         s = self.state
+        loc, scale = (s.fit_loc, s.fit_scale) if s.fit_loc is not None else (s.loc, s.scale)
         return FitResult(
-            elbo=self.kind, engine=self.engine, loc=s.loc.astype(np.float64), scale=s.scale.astype(np.float64),
+            elbo=self.kind, engine=self.engine, loc=np.asarray(loc, dtype=np.float64), scale=np.asarray(scale, dtype=np.float64),
             history=s.history, steps=self.steps, seconds=s.seconds, stop_reason=self.stop_reason,
-            extra={"lr_final": s.lr, "decays_done": s.decays_done, "lr_events": list(s.events)},
+            extra={"lr_final": s.lr, "decays_done": s.decays_done, "lr_events": list(s.events), "convergence": self.convergence},
             state=s,
         )
 
@@ -142,6 +144,13 @@ def _state_to_files(kind: str, st: TrainState) -> tuple[dict[str, np.ndarray], d
         "lr": float(st.lr), "decays_done": int(st.decays_done), "events": st.events, "seconds": float(st.seconds),
         "exact": st.exact,
     }
+    for name in ("fit_loc", "fit_scale"):
+        if getattr(st, name) is not None:
+            arrays[p + name] = np.asarray(getattr(st, name), dtype=np.float64)
+    if st.stop_state is not None:
+        meta["stop_state"] = sorted(st.stop_state)
+        for name, value in st.stop_state.items():
+            arrays[f"{p}stop.{name}"] = np.asarray(value)
     if st.exact:
         meta["params"] = sorted(st.params)
         for name, value in st.params.items():
@@ -181,7 +190,8 @@ def save_checkpoint(
     for kind, fr in fits.items():
         a, m = _state_to_files(kind, state_from_fit(fr))
         arrays.update(a)
-        fits_meta[kind] = {"engine": fr.engine, "stop_reason": fr.stop_reason, "steps": int(fr.steps), **m}
+        fits_meta[kind] = {"engine": fr.engine, "stop_reason": fr.stop_reason, "steps": int(fr.steps),
+                           "convergence": (fr.extra or {}).get("convergence", {}), **m}
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     data = buf.getvalue()
@@ -269,6 +279,10 @@ def _state_from_files(kind: str, m: dict[str, Any], arrays: dict[str, np.ndarray
     )
     if not (st.lr > 0 and np.all(st.scale > 0)):
         raise _bad(path, f"has an invalid {kind} state (learning rate {st.lr}, scale {st.scale.tolist()})")
+    if p + "fit_loc" in arrays:
+        st.fit_loc, st.fit_scale = _array(arrays, p + "fit_loc", path, (k1,)), _array(arrays, p + "fit_scale", path, (k1,))
+    if m.get("stop_state"):
+        st.stop_state = {name: _array(arrays, f"{p}stop.{name}", path) for name in m["stop_state"]}
     if not m.get("exact"):
         return st
     st.params = {name: _array(arrays, f"{p}param.{name}", path, (k1,)) for name in m["params"]}
@@ -317,8 +331,10 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
         for kind, m in meta["fits"].items():
             if kind not in config.elbos or m["stop_reason"] not in STOP_REASONS:
                 raise _bad(path, f"has an unexpected fit entry {kind!r} ({m.get('stop_reason')!r})")
-            fits[kind] = FitCheckpoint(kind=kind, engine=str(m["engine"]), stop_reason=m["stop_reason"],
-                                       state=_state_from_files(kind, m, arrays, k + 1, run_dir / CHECKPOINT_NPZ))
+            reason = "budget" if m["stop_reason"] == "max_steps" else m["stop_reason"]
+            fits[kind] = FitCheckpoint(kind=kind, engine=str(m["engine"]), stop_reason=reason,
+                                       state=_state_from_files(kind, m, arrays, k + 1, run_dir / CHECKPOINT_NPZ),
+                                       convergence=dict(m.get("convergence") or {}))
         return Checkpoint(config=config, fits=fits, features_sha256=str(feats["sha256"]), n_train=int(feats["n_train"]),
                           k=k, source=run_dir)
     except ModelFileError:

@@ -34,6 +34,7 @@ def plot_elbo_history(fits: Mapping[str, FitResult], axes: Sequence[plt.Axes] | 
         ax_e.plot(steps, h.elbo, color=line.get_color(), alpha=0.15, lw=0.6)
         ax_l.plot(steps, _smooth(h.loglik, smooth), color=line.get_color(), label=label)
         ax_k.plot(steps, _smooth(h.kl, smooth), color=line.get_color(), label=label)
+        _mark_convergence(axes, (fit.extra or {}).get("convergence") or {}, line.get_color())
     ax_e.set_title(f"Training ELBO and its parts (running mean over {smooth} steps)")
     ax_e.set_ylabel("ELBO (nats)")
     ax_l.set_ylabel("E_q[log p(y|X,w)] (nats)")
@@ -49,6 +50,17 @@ def plot_elbo_history(fits: Mapping[str, FitResult], axes: Sequence[plt.Axes] | 
             lo, hi = np.percentile(vals, [1, 100])
             ax.set_ylim(lo - 0.1 * (hi - lo + 1), hi + 0.1 * (hi - lo + 1))
     return axes
+
+
+def _mark_convergence(axes: Sequence[plt.Axes], evidence: Mapping, color: str) -> None:
+    """Shade the averaging window of the returned guide and draw a dotted line at each learning-rate decay."""
+    window = evidence.get("averaging_window")
+    decays = evidence.get("lr_decays") or evidence.get("decays") or []
+    for ax in axes:
+        if window:
+            ax.axvspan(window[0] + 1, window[1], color=color, alpha=0.08, lw=0)
+        for d in decays:
+            ax.axvline(d["step"], color=color, ls=":", lw=0.9)
 
 
 def plot_weights(

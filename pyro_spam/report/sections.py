@@ -111,6 +111,44 @@ def _data_section(s: Summary) -> Section:
     return Section("data", "Data", [Table(["fact", "value"], rows)])
 
 
+def _worst(v: Any, high: bool = True) -> float | None:
+    """Largest (or smallest) entry of a number or a list of numbers; None when absent."""
+    vals = [x for x in (v if isinstance(v, list) else [v]) if isinstance(x, (int, float))]
+    return (max(vals) if high else min(vals)) if vals else None
+
+
+def _convergence_text(kind: str, fi: Mapping[str, Any]) -> str:
+    """One sentence per fit on why it stopped (``fits[elbo]["convergence"]``)."""
+    ev = fi.get("convergence") or {}
+    if not ev:
+        return ""
+    label = elbo_label(kind)
+    if ev.get("criterion") == "plateau":
+        return (f"{label}: stopped by the ELBO-plateau rule ({fi['stop_reason']} after {fi['steps']} steps), which does "
+                "not check that the parameters have stopped moving.")
+    fc = ev.get("final_check") or {}
+    th = ev.get("thresholds") or {}
+    window = ev.get("averaging_window")
+    decays = ev.get("lr_decays") or []
+    parts = [f"{label}: **{fi['stop_reason']}** after {fi['steps']} steps"]
+    if window:
+        parts.append(f"the returned guide averages the iterates of steps {window[0]}–{window[1] - 1}")
+    nums = []
+    rhat, ess, mcse = _worst(fc.get("rhat")), _worst(fc.get("ess"), high=False), _worst(fc.get("mcse_rel"))
+    if rhat is not None:
+        nums.append(f"max split-R̂ {f(rhat, 3)} (threshold {g(th.get('rhat_max'))})")
+    if ess is not None:
+        nums.append(f"min ESS {f(ess, 0)}")
+    if mcse is not None:
+        nums.append(f"max MCSE {f(mcse, 3)} posterior sd (threshold {g(th.get('mcse_rel_max'))})")
+    if nums:
+        parts.append("final window: " + ", ".join(nums))
+    if decays:
+        parts.append("learning rate decayed at step" + ("s " if len(decays) > 1 else " ")
+                     + ", ".join(str(d.get("step")) for d in decays) + f" to {g(ev.get('lr_final'))}")
+    return "; ".join(parts) + "."
+
+
 def _fits_section(s: Summary) -> Section:
     """One row per fitted ELBO, the coefficients and their agreement (``summary["fits"]``)."""
     fits = s.get("fits") or {}
@@ -143,7 +181,11 @@ def _fits_section(s: Summary) -> Section:
             f"training ELBOs by {g(abs(a['elbo_train'] - b['elbo_train']), 2)} nats (both fits use the same seed, "
             "hence the same noise)."
         ))
-    for name, cap in (("elbo_history.png", "Training ELBO and its two parts per step."),
+    conv = [p for p in (_convergence_text(k, fi) for k, fi in fits.items()) if p]
+    if conv:
+        sec.blocks.append(Para("When is a stochastic fit done? " + " ".join(conv)))
+    for name, cap in (("elbo_history.png", "Training ELBO and its two parts per step; the shaded band is the "
+                                           "averaging window of the returned guide, dotted lines mark learning-rate decays."),
                       ("weights.png", "Posterior mean ± sd of every coefficient under each fitted guide, with the "
                                       "prior's ±1 sd band.")):
         sec.blocks.append(Figure(name, cap))
@@ -674,9 +716,12 @@ def _reproduce_section(s: Summary, name: str) -> Section:
     batch = "full" if tc.get("batch_size") is None else str(tc.get("batch_size"))
     cmd += ["-K", str(fc.get("components")), "--features", str(fc.get("kind")), "--test-size", f"{fc.get('test_size')}",
             "--elbo", "both" if len(elbos) == 2 else (elbos[0] if elbos else "both"), "--engine", str(tc.get("engine")),
-            "-S", str(tc.get("particles")), "--batch-size", batch,
+            "-S", str(tc.get("particles")), "--batch-size", batch, "--stop", str(tc.get("stop", "plateau")),
             "--steps", str(tc.get("max_steps")), "--lr", f"{tc.get('lr')}", "--prior-scale", f"{tc.get('prior_scale')}",
-            "--seed", str(tc.get("seed")), "--draws", str(cfg.get("num_draws")), "--out", name]
+            "--seed", str(tc.get("seed")), "--draws", str(cfg.get("num_draws"))]
+    if tc.get("stop", "plateau") == "plateau":
+        cmd += ["--window", str(tc.get("window")), "--tol", f"{tc.get('tol')}"]
+    cmd += ["--out", name]
     blocks: list[Block] = [Para("Same seed, same numbers. The run was made with:"), Para("`" + " ".join(cmd) + "`")]
     if s.get("compare"):
         quick = " --quick" if s["compare"].get("quick") else ""
@@ -711,7 +756,14 @@ def build_sections(summary: Summary, run_dir: Path, figures_available: Sequence[
                  f"{d['feature_kind']} terms of K = {d['components']} PCA components of {d['dim']}-dimensional "
                  "embeddings; mean-field Normal guide fitted with "
                  f"{', '.join(elbo_label(k) for k in (s.get('fits') or {}))}.")
-    secs.append(Section("summary", "Key findings", [intro, Bullets(findings)]))
+    blocks: list[Block] = [intro]
+    budget = [k for k, fi in (s.get("fits") or {}).items() if fi.get("stop_reason") == "budget"]
+    if budget:
+        blocks.append(Para(
+            "**Not converged:** the " + " and ".join(elbo_label(k) for k in budget) + " fit used its whole step budget "
+            "without meeting the convergence criterion, so its guide is the best average so far, not a verified optimum "
+            "(see Fits). Try more steps (`--steps`), more particles (`-S`) or a larger `--batch-size`."))
+    secs.append(Section("summary", "Key findings", [*blocks, Bullets(findings)]))
     secs.append(_data_section(s))
     secs.append(_fits_section(s))
     for opt in (_crosscheck_section(s), _diagnostics_section(s)):

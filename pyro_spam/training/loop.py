@@ -19,10 +19,10 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..errors import ConfigError, TrainingError
-from ..types import ElboHistory, TrainState
+from ..types import ElboHistory, FitResult, TrainState
 from .batching import minibatches
 from .guards import Params, check_params, quiet_nan_warnings, sigint_deferred
-from .schedule import PlateauSchedule
+from .stopping import StopRule
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class LoopResult:
     steps : int
         Completed steps, the resumed ones included.
     stop_reason : str
-        ``"converged"``, ``"max_steps"`` or ``"interrupted"``.
+        ``"converged"``, ``"budget"`` or ``"interrupted"``.
     at_boundary : bool
         The engine's state is exactly at the end of step ``steps`` (an exact resume can start there).
     """
@@ -66,7 +66,7 @@ class LoopResult:
 
 def run_steps(
     stepper: Stepper,
-    sched: PlateauSchedule,
+    rule: StopRule,
     batches: Iterator[torch.Tensor | None],
     *,
     total: int,
@@ -74,7 +74,7 @@ def run_steps(
     progress: bool,
     desc: str,
 ) -> LoopResult:
-    """Step until the schedule says converged, ``total`` steps are done, or Ctrl-C.
+    """Step until the stop rule says converged, ``total`` steps are done, or Ctrl-C.
 
     Ctrl-C is deferred to the end of the running step (see :func:`~.guards.sigint_deferred`); a
     second press interrupts at once and keeps the last completed step.
@@ -87,7 +87,7 @@ def run_steps(
         elbos[:start] = previous.elbo
         lrs[:start] = previous.lr
     last: Params | None = None
-    stop_reason = "max_steps"
+    stop_reason = "budget"
     done = start
     at_boundary = True
     bar = tqdm(total=total, initial=start, desc=desc, disable=not progress, leave=False, unit="step")
@@ -100,13 +100,13 @@ def run_steps(
                 snap = stepper.params()  # per step: bad parameters are caught at once, the last finite ones kept
                 check_params(step, -elbo, ll, snap, last)
                 elbos[step] = elbo
-                lrs[step] = sched.lr
+                lrs[step] = rule.lr
                 logliks.append(ll)
                 last, done = snap, step + 1
                 bar.update(1)
-                verdict = sched.update(step, elbos)
+                verdict = rule.observe(step, elbos, *snap)
                 if verdict == "decay":
-                    stepper.set_lr(sched.lr)
+                    stepper.set_lr(rule.lr)
                 at_boundary = True
                 if verdict == "converged":
                     stop_reason = "converged"
@@ -146,17 +146,44 @@ def check_batch_size(cfg: TrainConfig, n: int) -> None:
         )
 
 
-def schedule_for(cfg: TrainConfig, resume: TrainState | None) -> PlateauSchedule:
-    """The stop rule for a fit, carrying on from ``resume``'s rate, decays and events."""
-    sched = PlateauSchedule(lr=cfg.lr, window=cfg.window, tol=cfg.tol, decays=cfg.lr_decays)
-    if resume is not None:
-        sched.lr, sched.decays_done, sched.events = resume.lr, resume.decays_done, list(resume.events)
-    return sched
-
-
 def batch_stream(n: int, cfg: TrainConfig, start: int) -> Iterator[torch.Tensor | None]:
     """The mini-batch stream of a fit, replayed to step ``start`` (it is a function of (seed, step) alone)."""
     batches = minibatches(n, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
     for _ in range(start):
         next(batches)
     return batches
+
+
+def train_state(out: LoopResult, rule: StopRule, resume: TrainState | None, seconds: float) -> TrainState:
+    """Where the fit stands after :func:`run_steps`: the last iterate, history and the rule's state
+    (the engine adds its optimiser and RNG states when it has them)."""
+    last = out.last if out.last is not None else (resume.loc, resume.scale)
+    state = TrainState(loc=last[0], scale=last[1], history=out.history, lr=rule.lr, decays_done=0, seconds=seconds)
+    rule.save(state)
+    fit_loc, fit_scale = rule.result(last)
+    if fit_loc is not last[0]:
+        state.fit_loc, state.fit_scale = fit_loc, fit_scale
+    return state
+
+
+def fit_result(cfg: TrainConfig, engine: str, out: LoopResult, rule: StopRule, resume: TrainState | None,
+               seconds: float, state: TrainState | None) -> FitResult:
+    """The :class:`FitResult` both engines return: the rule's guide (for the iterate rule, the
+    Polyak–Ruppert average), the history, how training ended and the rule's evidence."""
+    last = out.last if out.last is not None else (resume.loc, resume.scale)
+    loc, scale = rule.result(last)
+    evidence = rule.evidence()
+    decays = evidence.get("decays") or evidence.get("lr_decays") or []
+    return FitResult(
+        elbo=cfg.elbo,
+        engine=engine,
+        loc=np.asarray(loc, dtype=np.float64),
+        scale=np.asarray(scale, dtype=np.float64),
+        history=out.history,
+        steps=out.steps,
+        seconds=seconds,
+        stop_reason=out.stop_reason,
+        extra={"lr_final": rule.lr, "decays_done": len(decays), "lr_events": list(getattr(rule, "events", decays)),
+               "convergence": evidence},
+        state=state,
+    )

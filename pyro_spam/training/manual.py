@@ -38,8 +38,9 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 from ..types import ElboHistory, FitResult, TrainState
 from .guards import Params, raise_nonfinite
-from .loop import batch_stream, check_batch_size, run_steps, schedule_for
+from .loop import batch_stream, check_batch_size, fit_result, run_steps, train_state
 from .optim import Adam
+from .stopping import stop_rule_for
 
 __all__ = ["fit_manual"]
 
@@ -105,7 +106,7 @@ def fit_manual(
     if xt.dim() != 2 or yt.shape != (n,):
         raise ConfigError(f"x (N, K) and y (N,) expected, got {tuple(xt.shape)}, {tuple(yt.shape)}")
     k1 = k + 1
-    sched = schedule_for(cfg, resume)
+    rule = stop_rule_for(cfg, resume)
     prev_hist: ElboHistory | None = None
     if resume is not None:
         loc0 = torch.as_tensor(resume.loc, dtype=torch.float32).clone()
@@ -118,19 +119,10 @@ def fit_manual(
         raise ConfigError(f"the resume state's loc/scale must have {k1} entries")
     start = len(prev_hist) if prev_hist is not None else 0
     noise = torch.Generator().manual_seed(cfg.seed + start)  # as fit_svi: do not replay the first steps' noise
-    stepper = ManualStepper(cfg, xt, yt, loc0, torch.log(scale0), sched.lr, noise)
+    stepper = ManualStepper(cfg, xt, yt, loc0, torch.log(scale0), rule.lr, noise)
     batches = batch_stream(n, cfg, start)
-    out = run_steps(stepper, sched, batches, total=cfg.max_steps, previous=prev_hist, progress=progress,
+    out = run_steps(stepper, rule, batches, total=cfg.max_steps, previous=prev_hist, progress=progress,
                     desc=f"manual {cfg.elbo}")
-    loc_np, scale_np = out.last if out.last is not None else (np.asarray(resume.loc), np.asarray(resume.scale))
-    return FitResult(
-        elbo=cfg.elbo,
-        engine="manual",
-        loc=np.asarray(loc_np, dtype=np.float64),
-        scale=np.asarray(scale_np, dtype=np.float64),
-        history=out.history,
-        steps=out.steps,
-        seconds=time.perf_counter() - t0 + (resume.seconds if resume is not None else 0.0),
-        stop_reason=out.stop_reason,
-        extra={"lr_final": sched.lr, "decays_done": sched.decays_done, "lr_events": sched.events},
-    )
+    seconds = time.perf_counter() - t0 + (resume.seconds if resume is not None else 0.0)
+    state = resume if resume is not None and out.steps == start else train_state(out, rule, resume, seconds)
+    return fit_result(cfg, "manual", out, rule, resume, seconds, state)  # no optimiser/RNG state: resumes closely, not exactly

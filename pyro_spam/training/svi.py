@@ -22,8 +22,9 @@ from ..model import model
 from ..types import ElboHistory, FitResult, TrainState
 from .elbos import make_elbo
 from .guards import Params, raise_invalid, raise_nonfinite
-from .loop import batch_stream, check_batch_size, run_steps, schedule_for
+from .loop import batch_stream, check_batch_size, fit_result, run_steps, train_state
 from .optim import Adam
+from .stopping import stop_rule_for
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def fit_svi(
     yt = torch.as_tensor(y, dtype=torch.float32)
     init_loc = init_scale = None
     prev_hist: ElboHistory | None = None
-    sched = schedule_for(cfg, resume)
+    rule = stop_rule_for(cfg, resume)
     exact = resume is not None and resume.exact
     if resume is not None:
         init_loc = torch.as_tensor(resume.loc, dtype=torch.float32)
@@ -119,35 +120,22 @@ def fit_svi(
             pyro.set_rng_seed(cfg.seed + len(prev_hist))  # do not replay the first steps' noise
     guide = make_guide(cfg.init_scale, init_loc, init_scale)
     elbo = make_elbo(cfg.elbo, cfg.particles, jit=cfg.jit)
-    optim = PyroAdam({"lr": sched.lr, "betas": (0.9, cfg.adam_beta2)})  # pyro.optim.Adam's numbers, no torch._dynamo import
+    optim = PyroAdam({"lr": rule.lr, "betas": (0.9, cfg.adam_beta2)})  # pyro.optim.Adam's numbers, no torch._dynamo import
     stepper = SviStepper(guide, elbo, optim, xt, yt, cfg.prior_scale)
     start = len(prev_hist) if prev_hist is not None else 0
     batches = batch_stream(n, cfg, start)
     if exact:
         optim.set_state(_optim_state_to_torch(resume.optim))
         _set_rng_state(resume.rng)
-    out = run_steps(stepper, sched, batches, total=cfg.max_steps, previous=prev_hist, progress=progress,
+    out = run_steps(stepper, rule, batches, total=cfg.max_steps, previous=prev_hist, progress=progress,
                     desc=f"SVI {cfg.elbo}")
-    loc, scale = out.last if out.last is not None else (resume.loc, resume.scale)
     seconds = time.perf_counter() - t0 + (resume.seconds if resume is not None else 0.0)
-    state = TrainState(loc=loc, scale=scale, history=out.history, lr=sched.lr, decays_done=sched.decays_done,
-                       events=list(sched.events), seconds=seconds)
     if resume is not None and out.steps == start:  # stopped before a step: the old state is still the state
-        state = resume
-    elif out.at_boundary:
+        return fit_result(cfg, "svi", out, rule, resume, seconds, resume)
+    state = train_state(out, rule, resume, seconds)
+    if out.at_boundary:
         state.params, state.optim, state.rng = _param_store_state(), _optim_state_to_numpy(optim), _rng_state()
-    return FitResult(
-        elbo=cfg.elbo,
-        engine="svi",
-        loc=np.asarray(loc, dtype=np.float64),
-        scale=np.asarray(scale, dtype=np.float64),
-        history=out.history,
-        steps=out.steps,
-        seconds=seconds,
-        stop_reason=out.stop_reason,
-        extra={"lr_final": sched.lr, "decays_done": sched.decays_done, "lr_events": sched.events},
-        state=state,
-    )
+    return fit_result(cfg, "svi", out, rule, resume, seconds, state)
 
 
 def _param_store_state() -> dict[str, np.ndarray]:
