@@ -134,9 +134,11 @@ def _convergence_text(kind: str, fi: Mapping[str, Any]) -> str:
     if window:
         parts.append(f"the returned guide averages the iterates of steps {window[0]}–{window[1] - 1}")
     nums = []
-    rhat, ess, mcse = _worst(fc.get("rhat")), _worst(fc.get("ess"), high=False), _worst(fc.get("mcse_rel"))
+    rhat = fc.get("rhat_max") if "rhat_max" in fc else _worst(fc.get("rhat"))
+    ess, mcse = _worst(fc.get("ess"), high=False), _worst(fc.get("mcse_rel"))
     if rhat is not None:
-        nums.append(f"max split-R̂ {f(rhat, 3)} (threshold {g(th.get('rhat_max'))})")
+        nums.append(f"max split-R̂ {f(rhat, 3)} over the parameters whose window moved by more than "
+                    f"{g(th.get('drift_tol'))} sd (threshold {g(th.get('rhat_max'))})")
     if ess is not None:
         nums.append(f"min ESS {f(ess, 0)}")
     if mcse is not None:

@@ -51,8 +51,11 @@ class ConvergenceConfig:
     check_frac : float, default=0.1
         Between checks wait at least this fraction of the current phase's length too, so a long
         noisy phase (thousands of steps) costs O(log length) checks, delaying a verdict by ≤ 10 %.
-    window_min : int, default=20
-        Shortest averaging window (iterates). Split-R̂ splits it into 4 segments of 5.
+    window_min : int, default=40
+        Shortest averaging window (iterates). Split-R̂ splits it into 4 segments of 10. Measured
+        on the default data at full batch, S = 64, seeds 0–2 (Pyro engine): 40 stops at 193–233
+        steps, 0.014–0.038 sd from the exact optimum; 20 stops at 233–281 steps, 0.029–0.070 sd
+        (shorter windows still holding Adam's ringing pass R̂ by chance and then fail accuracy).
     window_max : int, default=4000
         Longest window kept (and memory: ``window_max × 2(k+1)`` floats).
     n_windows : int, default=5
@@ -90,7 +93,7 @@ class ConvergenceConfig:
 
     check_every: int = 10
     check_frac: float = 0.1
-    window_min: int = 20
+    window_min: int = 40
     window_max: int = 4000
     n_windows: int = 5
     rhat_max: float = 1.1
