@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # 02 · ELBO estimators: Pyro versus the hand-written ELBO, variance versus S, mini-batch scaling
+# # 02 · ELBO estimators: Pyro versus the hand-written ELBO, variance versus S, mini-batch scaling, convergence
 #
 # Three questions about the objective that notebook 01 optimises:
 #
@@ -24,6 +24,8 @@
 #    and does the analytic KL help?
 # 3. What goes wrong when a mini-batch likelihood is not scaled by N/B — and how
 #    `pyro.plate(..., subsample_size=B)` fixes it.
+# 4. When is a stochastic fit done? A stop rule on the noisy ELBO against one on the iterates,
+#    both measured against the exact (noise-free) optimum.
 
 # %%
 import os
@@ -309,9 +311,9 @@ print(loc_t.round(3).to_string())
 print("\nPosterior sd / prior sd (1 = back at the prior):")
 print(ratio_t.round(3).to_string())
 print("\ncoefficients that left the prior (sd ratio < 0.5):", n_left)
-print(f"package fit: {pkg.steps} steps ({pkg.stop_reason}); its plateau checks (ELBO gain between windows vs its SE):")
-for e in pkg.extra["lr_events"]:
-    print(f"  step {e['step']:.0f}: gain {e['gain']:+.1f} nats, SE {e['se']:.1f} nats -> lr {e['lr']:.0e}")
+print(f"package fit: {pkg.steps} steps ({pkg.stop_reason}); learning-rate decays of its convergence rule:")
+for e in pkg.extra["convergence"]["lr_decays"]:
+    print(f"  step {e['step']}: lr {e['lr_from']:.0e} -> {e['lr_to']:.0e} ({e['reason']})")
 
 # %%
 names = list(variants(B_DEMO))
@@ -361,10 +363,9 @@ for label, n_eff in ((f"fixed, N/B scaling (N = {N})", N), (f"unscaled (B = {B_D
 
 # %%
 un, mean_, fixed_ = (demo[n] for n in names)
-se_max = max((e["se"] for e in pkg.extra["lr_events"]), default=float("nan"))
-pkg_note = (f", after only {pkg.steps} steps: its plateau test compares window means of the ELBO, whose standard "
-            f"error with {B_DEMO}-message batches reaches {se_max:.0f} nats, so it declares convergence early"
-            if pkg.stop_reason == "converged" and pkg.steps < STEPS / 2 else "")
+pkg_note = (f"; with {B_DEMO}-message batches its convergence rule did not accept any average within the "
+            f"{STEPS}-step budget and says so (stop reason `{pkg.stop_reason}`; section 4 shows why that is the honest answer)"
+            if pkg.stop_reason == "budget" else f" (stop reason `{pkg.stop_reason}` after {pkg.steps} steps)")
 x1_err = [abs(results[(names[2], B)][0][1] - ref.loc[1]) for B in B_VALUES]
 trend = (f"panel (b) shows the fixed variant's {fs.coef_names[1]} closer to the full-batch value at B = {B_VALUES[-1]} "
          f"({x1_err[-1]:.2f} away) than at B = {B_VALUES[0]} ({x1_err[0]:.2f} away)" if x1_err[-1] < x1_err[0] else
@@ -390,4 +391,84 @@ Markdown(f"""
 The break-even count above — about {kl_fit / gain:.0f} messages' worth of likelihood to pay for the fitted q's KL —
 is why a collapsed fit is a scaling bug and not a modelling result: a held-out ELBO near the intercept-only baseline
 with every weight at N(0, 1) is the signature of a likelihood that counts too few messages.
+""")
+
+
+# %% [markdown]
+# ## 4 · When is a stochastic fit done?
+#
+# A fit that says "converged" must be at the optimum. v0.1 stopped when the mean ELBO of a
+# window of steps stopped improving on the previous window's by more than two standard errors.
+# With mini-batches the ELBO estimate is so noisy that this test passes by chance within the
+# first windows: the fit stopped after ~100 steps, claiming convergence, 1–4 posterior sd away.
+# The package's default rule (`TrainConfig(stop="iterates")`,
+# `pyro_spam.training.convergence`) looks at the parameter iterates instead (Dhaka et al. 2020;
+# Welandawe et al. 2024): at a fixed learning rate they wander around the optimum like a Markov
+# chain, so split-R̂ tells when they are stationary, the Polyak–Ruppert average of the
+# stationary window is the estimate, its Monte Carlo standard error (in posterior sd) tells
+# whether it is accurate, and the learning rate is cut until a smaller rate no longer moves
+# the average. The fit returns that average.
+#
+# The yardstick is independent of both rules: `pyro_spam.exact.exact_optimum` maximises the
+# mean-field ELBO with every message's expected log-likelihood computed by Gauss–Hermite
+# quadrature (each logit is one-dimensional under q), so there is no noise at all.
+
+# %%
+from pyro_spam.exact import exact_optimum
+
+opt = exact_optimum(fs.X_train.astype(np.float64), fs.y_train.astype(np.float64))
+print(f"exact optimum: {opt.iterations} Newton iterations, gradient norm {opt.grad_norm:.1e}")
+
+
+def distance(fr):
+    """Largest |loc - loc*| in posterior sd, and the range of scale / scale*."""
+    ratio = fr.scale / opt.scale
+    return float(np.max(np.abs(fr.loc - opt.loc) / opt.scale)), float(ratio.min()), float(ratio.max())
+
+
+B_STOP = 256
+seeds = (0, 1) if QUICK else (0, 1, 2)
+rows, fits_b = [], {}
+for stop in ("plateau", "iterates"):
+    for seed in seeds:
+        fr = fit(fs.X_train, fs.y_train, TrainConfig(batch_size=B_STOP, stop=stop, seed=seed, max_steps=3000))
+        d, lo, hi = distance(fr)
+        fits_b[(stop, seed)] = fr
+        rows.append({"rule": stop, "seed": seed, "stop reason": fr.stop_reason, "steps": fr.steps,
+                     "max |Δloc| / sd": round(d, 3), "scale / scale*": f"{lo:.2f}–{hi:.2f}",
+                     "false stop": fr.stop_reason == "converged" and (d > 0.3 or lo < 0.8 or hi > 1.25)})
+stop_table = pd.DataFrame(rows)
+print(f"B = {B_STOP} of N = {N}, S = 64, both rules, seeds {seeds}:")
+print(stop_table.to_string(index=False))
+
+# %%
+from pyro_spam.plots.training import plot_elbo_history
+
+fig, axes = plt.subplots(3, 2, figsize=(12, 7.5), sharex="col")
+for col, stop in enumerate(("plateau", "iterates")):
+    fr = fits_b[(stop, seeds[0])]
+    plot_elbo_history({"meanfield": fr}, axes=axes[:, col])
+    axes[0, col].set_title(f"stop={stop!r}: {fr.stop_reason} after {fr.steps} steps")
+fig.suptitle(f"Mini-batch B = {B_STOP}: shaded = averaging window of the returned guide, dotted = learning-rate decays")
+fig.tight_layout()
+plt.show()
+
+# %%
+old = stop_table[stop_table["rule"] == "plateau"]
+new = stop_table[stop_table["rule"] == "iterates"]
+new_conv = new[new["stop reason"] == "converged"]
+ev = fits_b[("iterates", seeds[0])].extra["convergence"]
+fc = ev.get("final_check") or {}
+Markdown(f"""
+**What happened.** The old plateau rule stopped every B = {B_STOP} fit after {old["steps"].min()}–{old["steps"].max()}
+steps saying `converged`, {old["max |Δloc| / sd"].min():.2f}–{old["max |Δloc| / sd"].max():.2f} posterior sd from the
+exact optimum ({int(old["false stop"].sum())} of {len(old)} are false stops: farther than 0.3 sd or a scale off by more
+than 25 %). The iterate rule said `converged` for {len(new_conv)} of {len(new)} seeds, after
+{new["steps"].min()}–{new["steps"].max()} steps, at most {new_conv["max |Δloc| / sd"].max() if len(new_conv) else float("nan"):.3f}
+sd from the optimum ({int(new["false stop"].sum())} false stops); a seed that runs out of steps reports `budget`,
+never `converged`. For seed {seeds[0]} the final window's largest split-R̂ over moving parameters was
+{fc.get("rhat_max", float("nan")):.3f}, its smallest ESS {min(fc.get("ess") or [float("nan")]):.0f}, and the Monte
+Carlo error of the average at most {fc.get("mcse_rel_max", float("nan")):.3f} posterior sd, after
+{len(ev.get("lr_decays", []))} learning-rate decay(s). The noisy ELBO trace (left) looks flat long before the
+parameters stop moving; the iterates (right) decide.
 """)
