@@ -84,15 +84,18 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
     steps : int, default=3000
         Step budget; training usually stops earlier at convergence.
     lr : float, default=0.1
-        Initial Adam learning rate, divided by 10 at each plateau.
+        Initial Adam learning rate (the stop rule divides it by 10 at each decay).
     lr_decays : int, default=2
-        Plateaus passed (with a 10x smaller rate each) before declaring convergence.
+        ``stop="plateau"`` only: plateaus passed (with a 10x smaller rate each) before declaring convergence.
+    stop : {"iterates", "plateau"}, default="iterates"
+        Convergence rule (see :class:`~pyro_spam.config.TrainConfig`): ``"iterates"`` returns the
+        Polyak–Ruppert average once it is accurate; ``"plateau"`` is v0.1's ELBO-window test.
     window : int, default=20
-        Steps per convergence check.
+        ``stop="plateau"`` only: steps per convergence check.
     adam_beta2 : float, default=0.9
         Adam's second-moment decay (see :class:`~pyro_spam.config.TrainConfig`).
     tol : float, default=0.5
-        Plateau threshold in nats.
+        ``stop="plateau"`` only: plateau threshold in nats.
     prior_scale : float, default=1.0
         Standard deviation of the N(0, s²) prior on every coefficient.
     init_scale : float, default=0.1
@@ -123,7 +126,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
     n_iter_ : int
         Optimiser steps taken.
     stop_reason_ : str
-        ``"converged"``, ``"max_steps"`` or ``"interrupted"``.
+        ``"converged"``, ``"budget"`` (step budget used up first: not converged) or ``"interrupted"``.
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         steps: int = 3000,
         lr: float = _TRAIN_DEFAULTS.lr,
         lr_decays: int = _TRAIN_DEFAULTS.lr_decays,
+        stop: str = _TRAIN_DEFAULTS.stop,
         window: int = _TRAIN_DEFAULTS.window,
         tol: float = _TRAIN_DEFAULTS.tol,
         adam_beta2: float = _TRAIN_DEFAULTS.adam_beta2,
@@ -157,6 +161,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         self.steps = steps
         self.lr = lr
         self.lr_decays = lr_decays
+        self.stop = stop
         self.window = window
         self.tol = tol
         self.adam_beta2 = adam_beta2
@@ -178,7 +183,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         with _as_value_errors():
             return TrainConfig(
                 elbo=self.elbo, engine=self.engine, particles=self.particles, batch_size=self.batch_size,
-                max_steps=self.steps, lr=self.lr, lr_decays=self.lr_decays, window=self.window, tol=self.tol,
+                max_steps=self.steps, lr=self.lr, lr_decays=self.lr_decays, stop=self.stop, window=self.window, tol=self.tol,
                 adam_beta2=self.adam_beta2, prior_scale=self.prior_scale, init_scale=self.init_scale, seed=self.seed,
             )
 
@@ -189,7 +194,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         return {
             "components": f.components, "variance_target": f.variance_target, "features": f.kind,
             "elbo": elbo, "engine": t.engine, "particles": t.particles, "batch_size": t.batch_size,
-            "steps": t.max_steps, "lr": t.lr, "lr_decays": t.lr_decays, "window": t.window, "tol": t.tol,
+            "steps": t.max_steps, "lr": t.lr, "lr_decays": t.lr_decays, "stop": t.stop, "window": t.window, "tol": t.tol,
             "adam_beta2": t.adam_beta2, "prior_scale": t.prior_scale, "init_scale": t.init_scale, "seed": t.seed,
             "num_draws": config.num_draws, "progress": False,
         }
@@ -436,6 +441,11 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
 # -- model files (format: :mod:`pyro_spam.io.modelfile`) ----------------------------------------
 
 
+PARAMS_ADDED = {"stop": "plateau"}
+"""Estimator parameters added after format version 1 was written, with the value that reproduces
+older files' behaviour (pyro-spam 0.1.0 fitted with the ELBO-plateau rule)."""
+
+
 @dataclass(frozen=True)
 class SavedModel:
     """A loaded model file.
@@ -517,7 +527,7 @@ def save_model(
 
 
 def _build(header: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> VariationalSpamClassifier:
-    params = dict(header["params"])
+    params = {**PARAMS_ADDED, **header["params"]}  # files from before a parameter existed: its old behaviour
     known = set(VariationalSpamClassifier().get_params())
     if set(params) != known:
         raise ModelFileError(

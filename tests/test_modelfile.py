@@ -125,6 +125,16 @@ def test_unknown_parameter_is_a_mismatch(saved):
         load_model(saved)
 
 
+def test_file_from_0_1_without_the_stop_parameter_loads(data, saved):
+    """A model file written by pyro-spam 0.1.0 (no ``stop`` parameter: it fitted with the ELBO-plateau
+    rule) loads, says so, and predicts exactly as before."""
+    before = load_model(saved).estimator.predict_proba(data[0][:50])
+    _rewrite(saved, header_change=lambda h: h["params"].pop("stop"))
+    est = load_model(saved).estimator
+    assert est.stop == "plateau"
+    np.testing.assert_array_equal(est.predict_proba(data[0][:50]), before)
+
+
 def test_truncated_file_is_corrupt(saved):
     """A truncated file gives ModelFileError, not a zipfile traceback."""
     data = saved.read_bytes()
