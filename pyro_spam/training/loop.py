@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class Stepper(Protocol):
     """One engine's optimiser step."""
 
-    def step(self, step: int, idx: torch.Tensor | None, last: Params | None) -> tuple[float, torch.Tensor | float]:
+    def step(self, step: int, idx: torch.Tensor | None, last: Params | None) -> tuple[float, float]:
         """Update the parameters from the mini-batch ``idx`` (None: full batch); return the ELBO estimate
         the update used and its log-likelihood part. Raises ``TrainingError`` for a non-finite ELBO."""
 
@@ -82,7 +82,7 @@ def run_steps(
     start = len(previous) if previous is not None else 0
     elbos = np.empty(total, dtype=np.float64)
     lrs = np.empty(total, dtype=np.float64)
-    logliks: list[torch.Tensor | float] = []
+    logliks: list[float] = []
     if previous is not None:
         elbos[:start] = previous.elbo
         lrs[:start] = previous.lr
@@ -122,19 +122,10 @@ def run_steps(
         bar.close()
     if last is None and previous is None:
         raise TrainingError("training was interrupted before the first step finished")
-    ll_new = _as_float64(logliks[: done - start])
+    ll_new = np.asarray(logliks[: done - start], dtype=np.float64)
     ll_all = np.concatenate([previous.loglik, ll_new]) if previous is not None else ll_new
     hist = ElboHistory(elbo=elbos[:done].copy(), loglik=ll_all, kl=ll_all - elbos[:done], lr=lrs[:done].copy())
     return LoopResult(history=hist, last=last, steps=done, stop_reason=stop_reason, at_boundary=at_boundary)
-
-
-def _as_float64(values: list[torch.Tensor | float]) -> np.ndarray:
-    """Per-step log-likelihoods as float64 (tensors are stacked once at the end: no host sync per step)."""
-    if not values:
-        return np.empty(0)
-    if torch.is_tensor(values[0]):
-        return torch.stack(values).numpy().astype(np.float64)
-    return np.asarray(values, dtype=np.float64)
 
 
 def check_batch_size(cfg: TrainConfig, n: int) -> None:
