@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ..io.rundir import to_jsonable
+
 with warnings.catch_warnings():  # arviz 0.2x announces its refactor with a FutureWarning on import
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
@@ -379,11 +381,11 @@ class IterateConvergence:
             "criterion": CRITERION,
             "status": self.status,
             "thresholds": asdict(self.config),
-            "final_check": None if final is None else {k: _plain(final[k]) for k in keep if k in final},
+            "final_check": None if final is None else {k: to_jsonable(final[k]) for k in keep if k in final},
             "averaging_window": list(self.averaging_window()) if (self._n > 0 or self.accepted is not None) else None,
             "lr_initial": self.lr0,
             "lr_final": self.lr,
-            "lr_decays": [{k: _plain(v) for k, v in e.items()} for e in self.decays],
+            "lr_decays": [{k: to_jsonable(v) for k, v in e.items()} for e in self.decays],
             "checks": self.checks,
             "steps_seen": self.last_step + 1,
         }
@@ -399,10 +401,10 @@ class IterateConvergence:
         return {
             "buffer": np.zeros((0, 0)) if self._buf is None else self._buf.copy(),
             "scalars_json": json.dumps(scalars),
-            "prev_json": json.dumps(_plain(self.prev)),
-            "accepted_json": json.dumps(_plain(self.accepted)),
-            "last_check_json": json.dumps(_plain(self.last_check)),
-            "decays_json": json.dumps(_plain(self.decays)),
+            "prev_json": json.dumps(to_jsonable(self.prev)),
+            "accepted_json": json.dumps(to_jsonable(self.accepted)),
+            "last_check_json": json.dumps(to_jsonable(self.last_check)),
+            "decays_json": json.dumps(to_jsonable(self.decays)),
         }
 
     @classmethod
@@ -441,18 +443,3 @@ def _skl(a: np.ndarray, b: np.ndarray) -> float:
     va, vb = np.exp(2 * a[d:]), np.exp(2 * b[d:])
     dm2 = (a[:d] - b[:d]) ** 2
     return float(0.5 * np.sum((va + dm2) / vb + (vb + dm2) / va - 2.0))
-
-
-def _plain(x: Any) -> Any:
-    """Convert numpy scalars/arrays inside dicts/lists to plain Python for JSON."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _plain(x.tolist())
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    return x
