@@ -1,4 +1,4 @@
-"""The training loop both engines share: batches, guards, bookkeeping, schedule, progress, Ctrl-C.
+"""The training loop both engines share: batches, guards, bookkeeping, stop rule, progress, Ctrl-C.
 
 An engine supplies a :class:`Stepper` (one optimiser step on one mini-batch, its parameters and
 its learning rate); :func:`run_steps` drives it and keeps the per-step record. So a step, its

@@ -1,7 +1,7 @@
 """The manual training engine: Adam over the hand-written ELBO (:mod:`pyro_spam.elbo_manual`), no Pyro.
 
 Same contract as :func:`pyro_spam.training.svi.fit_svi` (arguments, :class:`FitResult`, history on the
-full-data scale, :class:`PlateauSchedule`, Ctrl-C and non-finite handling), and built to behave
+full-data scale, the stop rule, Ctrl-C and non-finite handling), and built to behave
 like it step for step:
 
 * the guide scale is ``exp(u)`` of an unconstrained ``u`` (Pyro's transform for
@@ -91,7 +91,7 @@ def fit_manual(
 ) -> FitResult:
     """Fit q(w) to the training inputs ``x`` (N, K) and labels ``y`` (N,) with the manual ELBO.
 
-    Stops at convergence (see :class:`PlateauSchedule`), at ``cfg.max_steps`` or on Ctrl-C
+    Stops when the stop rule (:mod:`.stopping`) says converged, at ``cfg.max_steps`` (``"budget"``) or on Ctrl-C
     (``stop_reason="interrupted"``, keeping the last completed step's parameters). A non-finite
     ELBO raises :class:`TrainingError` naming the step and the term that failed, before the
     offending update is applied.

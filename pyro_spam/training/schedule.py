@@ -1,4 +1,4 @@
-"""Learning-rate decay on plateaus and the convergence stop, shared by both training engines."""
+"""v0.1's stop rule (``TrainConfig(stop="plateau")``): learning-rate decay on ELBO plateaus, then stop."""
 
 from __future__ import annotations
 

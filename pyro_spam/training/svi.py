@@ -92,7 +92,7 @@ def fit_svi(
 ) -> FitResult:
     """Fit q(w) to the training inputs ``x`` (N, K) and labels ``y`` (N,) with Pyro SVI.
 
-    Stops at convergence (see :class:`PlateauSchedule`), at ``cfg.max_steps`` or on Ctrl-C
+    Stops when the stop rule (:mod:`.stopping`) says converged, at ``cfg.max_steps`` (``"budget"``) or on Ctrl-C
     (``stop_reason="interrupted"``). Ctrl-C is deferred to the end of the running step, so the
     result's ``state`` holds parameters, Adam moments, schedule and RNG states at a step boundary,
     and ``resume=`` with it continues bit for bit like an uninterrupted run. A non-finite ELBO or
