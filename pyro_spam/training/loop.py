@@ -158,11 +158,11 @@ def train_state(out: LoopResult, rule: StopRule, resume: TrainState | None, seco
 
 
 def fit_result(cfg: TrainConfig, engine: str, out: LoopResult, rule: StopRule, resume: TrainState | None,
-               seconds: float, state: TrainState | None) -> FitResult:
+               seconds: float, state: TrainState) -> FitResult:
     """The :class:`FitResult` both engines return: the rule's guide (for the iterate rule, the
     Polyak–Ruppert average), the history, how training ended and the rule's evidence."""
     last = out.last if out.last is not None else (resume.loc, resume.scale)
-    loc, scale = rule.result(last)
+    loc, scale = (state.fit_loc, state.fit_scale) if state.fit_loc is not None else last  # see train_state
     evidence = rule.evidence()
     decays = evidence.get("decays") or evidence.get("lr_decays") or []
     return FitResult(
