@@ -6,7 +6,12 @@ bias column is implicit), ``y`` the (B,) labels 0/1, ``w`` the K+1 coefficients 
 ``p(w) = N(0, prior_scale² I)`` the prior. With ``S`` draws ``w_s = loc + scale·ε_s``:
 
 * analytic variant: ``ELBO ≈ N/B · 1/S Σ_s log p(y|x, w_s) − KL(q‖p)`` (KL outside the mean);
-* Monte Carlo variant: ``ELBO ≈ 1/S Σ_s [N/B · log p(y|x, w_s) − (log q(w_s) − log p(w_s))]``.
+* Monte Carlo variant: ``ELBO ≈ 1/S Σ_s [N/B · log p(y|x, w_s) − (log q(w_s) − log p(w_s))]``;
+* quadrature variant (no draws): under q each logit is exactly normal, ``z_i ~ N(m_i, v_i)`` with
+  ``m_i = loc0 + x_i · loc[1:]`` and ``v_i = scale0² + Σ_j x_ij² scale_j²``, so
+  ``E_q log p(y_i | z_i) = Σ_k ω_k log p(y_i | m_i + sqrt(v_i) t_k)`` over Gauss–Hermite nodes
+  ``t_k`` (probabilists' scaling) is exact to ~1e-8 nats at 32 nodes, and
+  ``ELBO = N/B · Σ_i E_q log p(y_i|z_i) − KL(q‖p)`` is a smooth deterministic function of (loc, scale).
 
 Particles are vectorised with :func:`torch.func.vmap` (which turns the per-draw matrix-vector
 product into one (S, K) × (K, B) matmul: no S×B×K intermediate), gradients come from
@@ -20,6 +25,7 @@ import math
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -37,11 +43,16 @@ __all__ = [
     "kl_mc",
     "elbo_analytic",
     "elbo_mc",
+    "QUAD_NODES",
+    "gauss_hermite",
+    "logit_moments",
+    "quad_log_lik",
+    "elbo_quad",
     "elbo",
     "elbo_grad",
 ]
 
-ElboKind = Literal["trace", "meanfield"]
+ElboKind = Literal["trace", "meanfield", "quad"]
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -167,7 +178,61 @@ def elbo_mc(
     return ElboParts(ll - kl, ll, kl)
 
 
-_ELBOS: dict[str, Callable[..., ElboParts]] = {"trace": elbo_mc, "meanfield": elbo_analytic}
+QUAD_NODES = 32
+"""Gauss–Hermite nodes of the quadrature ELBO: at the default data's optimum the value differs from
+128 nodes by 6e-9 nats (24 nodes: 1.5e-7, 16: 6e-6); ``tests/test_quadrature.py`` checks it."""
+
+
+def gauss_hermite(n_nodes: int = QUAD_NODES, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """Nodes ``t`` and weights ``ω`` with ``Σ_k ω_k f(t_k) ≈ E f(ξ)``, ξ ~ N(0, 1) (exact for
+    polynomials of degree < 2·n_nodes)."""
+    t, w = np.polynomial.hermite.hermgauss(int(n_nodes))
+    return torch.as_tensor(t * math.sqrt(2.0), dtype=dtype), torch.as_tensor(w / math.sqrt(math.pi), dtype=dtype)
+
+
+def logit_moments(loc: Tensor, scale: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean ``m`` (B,) and variance ``v`` (B,) of the logits ``z = w0 + x @ w[1:]`` under the
+    mean-field guide ``w ~ N(loc, diag(scale²))``."""
+    assert loc.dim() == 1 and loc.shape == scale.shape and loc.shape[0] == x.shape[1] + 1, (
+        f"loc {tuple(loc.shape)}, scale {tuple(scale.shape)} vs x {tuple(x.shape)}")
+    s2 = scale * scale
+    return loc[0] + x @ loc[1:], s2[0] + (x * x) @ s2[1:]
+
+
+def quad_log_lik(m: Tensor, v: Tensor, y: Tensor, n_total: int | None = None,
+                 rule: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Exact expected log-likelihood ``N/B · Σ_i E log p(y_i | z_i)`` for normal logits
+    ``z_i ~ N(m_i, v_i)``, by Gauss–Hermite quadrature on the logits (``rule`` from
+    :func:`gauss_hermite`; default :data:`QUAD_NODES` nodes). Memory is B × nodes."""
+    assert m.shape == v.shape == y.shape and m.dim() == 1, f"m {tuple(m.shape)}, v {tuple(v.shape)}, y {tuple(y.shape)}"
+    t, w = rule if rule is not None else gauss_hermite(QUAD_NODES, m.dtype)
+    b = m.shape[0]
+    n = b if n_total is None else n_total
+    z = m[:, None] + torch.sqrt(v)[:, None] * t.to(m.dtype)  # (B, nodes)
+    # log p(y | z) = log σ(±z), + for spam: one logsigmoid (25 % faster than the cross-entropy form)
+    ll = F.logsigmoid((2.0 * y - 1.0)[:, None] * z)
+    return (ll @ w.to(m.dtype)).sum() * (n / b)
+
+
+def elbo_quad(
+    loc: Tensor,
+    scale: Tensor,
+    eps: Tensor | None,
+    x: Tensor,
+    y: Tensor,
+    *,
+    n_total: int | None = None,
+    prior_scale: float = 1.0,
+) -> ElboParts:
+    """The exact ELBO: quadrature expected log-likelihood minus the analytic KL. ``eps`` is
+    ignored (the estimate has no Monte Carlo noise; mini-batches still add subsampling noise)."""
+    m, v = logit_moments(loc, scale, x)
+    ll = quad_log_lik(m, v, y, n_total)
+    kl = kl_analytic(loc, scale, prior_scale)
+    return ElboParts(ll - kl, ll, kl)
+
+
+_ELBOS: dict[str, Callable[..., ElboParts]] = {"trace": elbo_mc, "meanfield": elbo_analytic, "quad": elbo_quad}
 ELBO_KINDS = tuple(_ELBOS)
 
 
@@ -182,7 +247,8 @@ def elbo(
     n_total: int | None = None,
     prior_scale: float = 1.0,
 ) -> ElboParts:
-    """Dispatch on ``kind``: ``"trace"`` → :func:`elbo_mc`, ``"meanfield"`` → :func:`elbo_analytic`."""
+    """Dispatch on ``kind``: ``"trace"`` → :func:`elbo_mc`, ``"meanfield"`` → :func:`elbo_analytic`,
+    ``"quad"`` → :func:`elbo_quad` (``eps`` unused)."""
     try:
         fn = _ELBOS[kind]
     except KeyError:

@@ -41,10 +41,11 @@ SCHEMA_VERSION = 2
 version 1. Version 2: ``fits[elbo]["stop_reason"]`` says ``"budget"`` where version 1 said
 ``"max_steps"``, and every fit has a ``convergence`` block."""
 
-ELBO_CLASS = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO"}
-"""Pyro's class behind each ELBO type."""
+ELBO_CLASS = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "quad": "QuadratureELBO"}
+"""The ELBO class behind each ELBO type (Pyro's, or this package's ``training.elbos.QuadratureELBO``)."""
 
-ELBO_LABELS = {"trace": "Trace_ELBO (MC KL)", "meanfield": "TraceMeanField_ELBO (analytic KL)"}
+ELBO_LABELS = {"trace": "Trace_ELBO (MC KL)", "meanfield": "TraceMeanField_ELBO (analytic KL)",
+               "quad": "exact quadrature ELBO (Gauss–Hermite, analytic KL)"}
 """How tables, legends and the report name each ELBO type."""
 
 FIT_LABELS = {k: f"VI, {v}" for k, v in ELBO_CLASS.items()}
@@ -115,9 +116,12 @@ class ScoreSection(TypedDict, total=False):
 class FitSection(TypedDict):
     """``summary["fits"][elbo]``: one fitted guide, its ELBO on train and test, and how training ended.
 
-    ``stop_reason`` is ``"converged"``, ``"budget"`` (not converged) or ``"interrupted"``;
-    ``convergence`` is the stop rule's evidence (criterion, thresholds, R̂/ESS/MCSE of the final
-    window, averaging window, learning-rate decays; see :mod:`pyro_spam.training.convergence`).
+    ``stop_reason`` is ``"converged"``, ``"budget"`` (not converged), ``"interrupted"`` or, for
+    L-BFGS, ``"stalled"`` (the line search found no decrease before the gradient tolerance: not
+    converged); ``optimizer`` is ``"adam"`` or ``"lbfgs"``; ``convergence`` is the stop rule's
+    evidence (Adam: criterion, thresholds, R̂/ESS/MCSE of the final window, averaging window,
+    learning-rate decays, see :mod:`pyro_spam.training.convergence`; L-BFGS: the gradient
+    tolerance, final gradient, iterations and function evaluations, see :mod:`pyro_spam.training.lbfgs`).
     """
 
     engine: str
@@ -136,6 +140,7 @@ class FitSection(TypedDict):
     seconds: float
     final_lr: float | None
     convergence: dict[str, Any]
+    optimizer: str
 
 
 class MetaSection(TypedDict):
@@ -274,6 +279,7 @@ def fit_section(fit: Any, *, coef_names: Sequence[str], elbo_train: Mapping[str,
         seconds=fit.seconds,
         final_lr=fit.extra.get("lr_final"),
         convergence=dict(fit.extra.get("convergence") or {}),
+        optimizer=str(fit.extra.get("optimizer", "adam")),
     )
 
 

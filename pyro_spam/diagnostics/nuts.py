@@ -168,7 +168,7 @@ def compare_vi_nuts(w_vi: np.ndarray, w_nuts: np.ndarray, names: Sequence[str],
     mean_vi = np.asarray(loc) if loc is not None else w_vi.mean(axis=0)
     sd_vi = np.asarray(scale) if scale is not None else w_vi.std(axis=0, ddof=1)
     mean_n, sd_n = flat.mean(axis=0), flat.std(axis=0, ddof=1)
-    ess = np.array([float(az.ess(nuts3[..., j], method="bulk")) for j in range(flat.shape[1])])
+    ess = np.array([np.asarray(az.ess(nuts3[..., j], method="bulk"), dtype=np.float64).reshape(-1)[0] for j in range(flat.shape[1])])
     hdi_vi, hdi_n = _hdi(w_vi), _hdi(flat)
     rows = []
     for j, name in enumerate(names):

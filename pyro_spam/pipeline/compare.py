@@ -77,9 +77,10 @@ def draw_compare_figures(run_dir: str | Path, summary: Mapping[str, Any] | None 
 
 
 def run_compare(run_dir: str | Path, *, quick: bool = False, settings: CompareSettings | None = None,
-                progress: bool = False) -> dict[str, Any]:
+                optimizer: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Run the sweeps and the estimator comparison on the run in ``run_dir`` and add them to it.
 
+    ``optimizer`` overrides the settings' ``sweep_optimizer`` (``"lbfgs"``, the default, or ``"adam"``).
     Writes ``summary["compare"]`` (prior sensitivity, model size, settings) and
     ``summary["estimators"]`` (variance table, ratios, training curves) to ``summary.json``
     atomically, the figures, ``estimator_curves.npz``, and re-renders ``report.md``/``report.html``.
@@ -88,6 +89,10 @@ def run_compare(run_dir: str | Path, *, quick: bool = False, settings: CompareSe
     """
     t_all = time.perf_counter()
     s = settings or (QUICK if quick else FULL)
+    if optimizer is not None:
+        if optimizer not in ("lbfgs", "adam"):
+            raise PyroSpamError(f"optimizer must be 'lbfgs' or 'adam' (got {optimizer!r})")
+        s = dataclasses.replace(s, sweep_optimizer=optimizer)
     run = read_run(run_dir)
     run_dir, summary, config, feats = run.path, run.summary, run.config, run.features
     base = config.train

@@ -1,6 +1,6 @@
-"""Training: the SVI and manual engines, their shared loop, guards, optimiser and stopping rules.
+"""Training: the SVI and manual engines, the exact L-BFGS fit, their shared loop, guards, optimiser and stopping rules.
 
-``fit`` dispatches on ``TrainConfig.engine``. Names are imported lazily, so importing a numpy-only
+``fit`` dispatches on ``TrainConfig.optimizer`` and ``TrainConfig.engine``. Names are imported lazily, so importing a numpy-only
 submodule (e.g. ``training.schedule``) does not import Pyro.
 """
 
@@ -14,6 +14,7 @@ _EXPORTS = {
     "torch_threads": ".engines",
     "fit_svi": ".svi",
     "fit_manual": ".manual",
+    "fit_lbfgs": ".lbfgs",
     "make_elbo": ".elbos",
 }
 

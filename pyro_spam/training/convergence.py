@@ -137,7 +137,7 @@ def _split_rhat(w: np.ndarray, method: str = "split", cols: np.ndarray | None = 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for j in range(w.shape[1]) if cols is None else np.flatnonzero(cols):
-            out[j] = float(az.rhat(chains[:, :, j], method=method))
+            out[j] = _scalar(az.rhat(chains[:, :, j], method=method))
     out[~np.isfinite(out) & (np.ptp(w, axis=0) == 0)] = 1.0
     return out
 
@@ -147,6 +147,11 @@ def _units(w: np.ndarray) -> np.ndarray:
     the window's mean log-scale) for loc, 1 for log-scale."""
     d = w.shape[1] // 2
     return np.concatenate([np.exp(w[:, d:].mean(axis=0)), np.ones(d)])
+
+
+def _scalar(value: object) -> float:
+    """ArviZ's one-variable result as a float: a 0-d value, or a (1,)-array when numba is installed."""
+    return float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
 
 
 def _drift(w: np.ndarray) -> np.ndarray:
@@ -168,8 +173,8 @@ def _ess_mcse(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if np.ptp(col) == 0:
                 ess[j], mcse[j] = float(w.shape[0]), 0.0
                 continue
-            ess[j] = float(az.ess(col, method="mean"))
-            mcse[j] = float(az.mcse(col, method="mean"))
+            ess[j] = _scalar(az.ess(col, method="mean"))
+            mcse[j] = _scalar(az.mcse(col, method="mean"))
     ess[~np.isfinite(ess)] = 0.0
     mcse[~np.isfinite(mcse)] = np.inf
     return ess, mcse

@@ -15,8 +15,14 @@ from ..types import FitResult, TrainState
 def fit(
     x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, progress: bool = False, resume: TrainState | None = None
 ) -> FitResult:
-    """Fit with the engine ``cfg.engine`` names: ``"svi"`` (Pyro) or ``"manual"`` (plain torch, imports no Pyro)."""
+    """Fit with what ``cfg`` names: L-BFGS on the exact quadrature ELBO (``cfg.optimizer="lbfgs"``,
+    plain torch), else Adam with the engine ``cfg.engine``: ``"svi"`` (Pyro) or ``"manual"``
+    (plain torch, imports no Pyro)."""
     with torch_threads(1):
+        if cfg.optimizer == "lbfgs":
+            from .lbfgs import fit_lbfgs
+
+            return fit_lbfgs(x, y, cfg, progress=progress, resume=resume)
         if cfg.engine == "manual":
             from .manual import fit_manual
 
