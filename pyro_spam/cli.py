@@ -296,14 +296,30 @@ def _add_diagnose_parser(sub: Any) -> None:
     p.add_argument("--warmup", type=int, default=500, help="NUTS adaptation steps per chain (default 500)")
     p.add_argument("--nuts-draws", type=int, default=1000, help="NUTS draws kept per chain (default 1000)")
     p.add_argument("--seed", type=int, default=None, help="NUTS seed; chain c uses seed + c (default: the run's seed)")
+    p.add_argument("--sbc", nargs="?", const="both", default=None, choices=("prior", "posterior", "both"),
+                   help="simulation-based calibration of mean-field and linear-response VI: prior SBC (truth from the prior), "
+                        "posterior SBC (truth from the observed data's posterior, refit on observed + replicated labels) or both "
+                        "(the default when --sbc has no value); resumable: rerun the same command after Ctrl-C")
+    p.add_argument("--sims", type=int, default=200, help="--sbc: simulated data sets per study (default 200)")
+    p.add_argument("--sbc-draws", type=int, default=1000, help="--sbc: draws per approximation and simulation (default 1000)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from .pipeline.diagnose import NutsOptions, diagnose_run_dir, format_diagnostics
+    from .pipeline.diagnose import NutsOptions, SbcSettings, diagnose_run_dir, format_diagnostics
 
     options = NutsOptions(chains=args.chains, warmup=args.warmup, draws=args.nuts_draws, seed=args.seed)
-    section = diagnose_run_dir(args.run_dir, nuts=args.nuts, options=options, progress=not args.quiet)
+    studies = () if args.sbc is None else (("prior", "posterior") if args.sbc == "both" else (args.sbc,))
+    settings = SbcSettings(sims=args.sims, draws=args.sbc_draws, seed=args.seed) if studies else None
+    try:
+        section = diagnose_run_dir(args.run_dir, nuts=args.nuts, options=options, sbc=studies, sbc_settings=settings,
+                                   progress=not args.quiet)
+    except KeyboardInterrupt:
+        if studies:
+            print(f"pyro-spam: interrupted; SBC progress is saved in {args.run_dir}/sbc_*.npz: "
+                  "rerun the same command to continue", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise
     print(format_diagnostics(section, args.run_dir))
     return 0
 

@@ -177,7 +177,7 @@ def test_partial_summary_renders(run_dir):
     md, page = R.render_report(run_dir, s)
     html = page.read_text()
     assert "No evaluation in this run's summary." in html
-    assert "PSIS k̂ of the" in html and "nuts.divergences" in html
+    assert "PSIS k̂ of the" in html and "r̂ max 1.010" in html and "0 divergences" in html
     assert html.count("Not computed yet") == 2  # sweeps and estimators
     assert "**Insights.**" in md.read_text()
 

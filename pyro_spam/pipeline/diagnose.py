@@ -11,6 +11,7 @@ what is missing and re-renders the report.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import os
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..calibration import SbcSettings
 from ..diagnostics.nuts import (
     COMPARISON_COLUMNS,
     HDI_PROB,
@@ -34,7 +36,7 @@ from ..diagnostics.nuts import (
     run_nuts,
     strongest_correlation,
 )
-from ..diagnostics.psis import gaussian_khat, loo_summary, vi_khat
+from ..diagnostics.psis import gaussian_khat, khat_repeats, log_prior, log_q, loo_summary, vi_corrected_loo, vi_khat
 from ..errors import ModelFileError
 from ..evaluate import lppd_pointwise
 from ..inference_data import W, az, draws_as_inference_data, load_netcdf, save_netcdf, to_inference_data
@@ -44,10 +46,13 @@ from ..posterior import draw_weights, predict_draws
 from ..report import render_report
 from ..summary import draw_seed, fit_label, primary_fit
 from ..types import Draws, FitResult
+from .calibrate import SBC_KEYS, draw_sbc_figures, sbc_diagnostics, sbc_text
+from .lrvb import linear_response_section
 
 __all__ = [
     "NutsOptions",
     "RunInputs",
+    "SbcSettings",
     "az_summary_table",
     "diagnose_run_dir",
     "diagnostics_markdown",
@@ -141,6 +146,13 @@ def run_inputs(run: RunDirectory) -> RunInputs:
     )
 
 
+def train_loglik_sum(w: np.ndarray, inp: RunInputs) -> np.ndarray:
+    """Training log-likelihood of each draw, shape (n_draws,)."""
+    ll = predict_draws(w, inp.x_train, inp.y_train).loglik
+    assert ll is not None
+    return ll.sum(axis=1)
+
+
 def vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], draws_train: Mapping[str, Draws],
                    draws_test: Mapping[str, Draws], out: Path) -> tuple[dict[str, Any], dict[str, az.InferenceData]]:
     """InferenceData (netCDF), k̂, LOO and ``az.summary`` per fit, written into ``out``.
@@ -164,28 +176,42 @@ def vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], draws_train: M
         if kind in inp.lppd_test:
             loo["lppd_test_per_message"] = inp.lppd_test[kind]
         _, tables = az_summary_table(idata, out, f"az_summary_{kind}", kind="stats")
-        per_fit[kind] = {"khat": kh.khat, "khat_reading": kh.reading, "psis": kh.to_dict(inp.coef_names),
-                         "loo": loo, "netcdf": f"posterior_{kind}.nc", "az_summary": tables}
+        reps = khat_repeats(lambda w: train_loglik_sum(w, inp), fr.loc, fr.scale, prior_scale=inp.prior_scale,
+                            n_draws=inp.num_draws, seed=draw_seed(inp.seed))
+        log_ratio = tr.loglik.sum(axis=1) + log_prior(tr.w, inp.prior_scale) - log_q(tr.w, fr.loc, fr.scale)
+        per_fit[kind] = {"khat": kh.khat, "khat_reading": kh.reading, "khat_median": reps["median"],
+                         "khat_range": [reps["min"], reps["max"]], "khat_repeats": reps, "psis": kh.to_dict(inp.coef_names),
+                         "loo": loo, "loo_corrected": vi_corrected_loo(tr.loglik, log_ratio),
+                         "netcdf": f"posterior_{kind}.nc", "az_summary": tables}
         files += [f"posterior_{kind}.nc", *tables]
     main = primary_fit(list(fits))
+    lr_section = linear_response_section(fits[main], main, inp.x_train, inp.y_train, inp.x_test, inp.y_test, inp.coef_names,
+                                         prior_scale=inp.prior_scale, n_draws=inp.num_draws, seed=draw_seed(inp.seed))
     section = {
         "primary": main,
         "khat": per_fit[main]["khat"],
         "khat_reading": per_fit[main]["khat_reading"],
+        "khat_median": per_fit[main]["khat_median"],
+        "khat_range": per_fit[main]["khat_range"],
         "loo": per_fit[main]["loo"],
         "per_fit": per_fit,
+        "linear_response": lr_section,
         "files": files,
-        "seconds": {"vi": time.perf_counter() - t0},
+        "seconds": {"vi": time.perf_counter() - t0, "linear_response": lr_section["seconds"]},
     }
     return section, idatas
 
 
 def nuts_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], idatas: Mapping[str, az.InferenceData],
-                     nuts_idata: az.InferenceData, out: Path) -> dict[str, Any]:
+                     nuts_idata: az.InferenceData, out: Path, vi_section: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """r̂/ESS of the NUTS reference and the VI-vs-NUTS comparison per fit, written into ``out``.
 
-    Files: ``az_summary_nuts.csv``/``.md``, ``vi_vs_nuts_<elbo>.csv``/``.md``.
+    Files: ``az_summary_nuts.csv``/``.md``, ``vi_vs_nuts_<elbo>.csv``/``.md``. With the VI section
+    (``vi_section``), also NUTS's PSIS-LOO against each fit's naive and corrected LOO and the
+    linear-response sds against NUTS's.
     """
+    vi_sections = (vi_section or {}).get("per_fit", {})
+    lr = (vi_section or {}).get("linear_response")
     df, tables = az_summary_table(nuts_idata, out, "az_summary_nuts", kind="all")
     w_nuts = nuts_idata.posterior[W].values
     flat = w_nuts.reshape(-1, w_nuts.shape[-1])
@@ -201,7 +227,23 @@ def nuts_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], idatas: Mapp
                          "khat_gaussian_theory": gaussian_khat(np.cov(flat, rowvar=False), fr.scale)}
     main = primary_fit(list(fits))
     lppd_nuts = float(lppd_pointwise(predict_draws(flat, inp.x_test, inp.y_test).loglik).mean())
+    ll_nuts = predict_draws(flat, inp.x_train, inp.y_train).loglik
+    loo_nuts = vi_corrected_loo(ll_nuts, np.zeros(ll_nuts.shape[0]))  # no correction: NUTS draws are the posterior
+    del ll_nuts
+    sd_nuts, mean_nuts = flat.std(axis=0, ddof=1), flat.mean(axis=0)
+    loo_compare = {f"{kind}_naive": per_fit_loo["loo"]["elpd"] - loo_nuts["elpd"] for kind, per_fit_loo in vi_sections.items()}
+    loo_compare.update({f"{kind}_corrected": d["loo_corrected"]["elpd"] - loo_nuts["elpd"] for kind, d in vi_sections.items()})
+    lr_rows = []
+    if lr is not None:
+        loo_compare["linear_response_corrected"] = lr["loo_corrected"]["elpd"] - loo_nuts["elpd"]
+        loo_compare["linear_response_naive"] = lr["loo_naive"]["elpd"] - loo_nuts["elpd"]
+        lr_rows = [{"name": n, "sd_lr": float(a), "sd_nuts": float(b), "sd_ratio": float(a / b),
+                    "mean_shift_in_sd": float(abs(m - mn) / b)}
+                   for n, a, b, m, mn in zip(inp.coef_names, lr["scale"], sd_nuts, lr["loc"], mean_nuts, strict=True)]
     return {
+        "elpd_loo": loo_nuts,
+        "loo_minus_nuts": loo_compare,
+        "linear_response": lr_rows,
         "rhat_max": float(df["r_hat"].max()),
         "ess_bulk_min": float(df["ess_bulk"].min()),
         "ess_tail_min": float(df["ess_tail"].min()),
@@ -281,13 +323,17 @@ def _reuse(path: Path) -> az.InferenceData | None:
 def _reuse_vi(summary: Mapping[str, Any], run_dir: Path,
               fits: Mapping[str, FitResult]) -> dict[str, az.InferenceData] | None:
     """The run's InferenceData per fit when its diagnostics are complete and every file reads back."""
-    if set(summary.get("diagnostics", {}).get("per_fit", {})) != set(fits):
+    dg = summary.get("diagnostics", {})
+    if set(dg.get("per_fit", {})) != set(fits) or "linear_response" not in dg:
+        return None  # absent, or written before k̂ repeats, corrected LOO and linear response existed
+    if any("loo_corrected" not in d for d in dg["per_fit"].values()):
         return None
     idatas = {k: _reuse(run_dir / f"posterior_{k}.nc") for k in fits}
     return None if any(v is None for v in idatas.values()) else idatas  # type: ignore[return-value]
 
 
 def diagnose_run_dir(run_dir: str | Path, *, nuts: bool = False, options: NutsOptions = DEFAULT_NUTS,
+                     sbc: Sequence[str] = (), sbc_settings: SbcSettings | None = None,
                      progress: bool = False) -> dict[str, Any]:
     """Add the ArviZ diagnostics (and with ``nuts`` the NUTS reference) to an existing run directory.
 
@@ -295,6 +341,8 @@ def diagnose_run_dir(run_dir: str | Path, *, nuts: bool = False, options: NutsOp
     regenerated exactly as the run made them, with :func:`~pyro_spam.summary.draw_seed`); an earlier
     ``nuts.nc`` is reused unless ``nuts`` asks for a fresh one. Everything is computed into a hidden
     staging folder first and moved in only when complete; ``summary.json`` is replaced last.
+    ``sbc`` names the simulation-based calibration studies to run (``"prior"``, ``"posterior"``;
+    :mod:`pyro_spam.pipeline.calibrate`, resumable, with ``sbc_settings``); earlier SBC results stay.
     Returns the ``diagnostics`` section. A folder without a run raises
     :class:`~pyro_spam.errors.ModelFileError` (from :func:`~pyro_spam.io.run_reader.read_run`).
     """
@@ -323,9 +371,24 @@ def diagnose_run_dir(run_dir: str | Path, *, nuts: bool = False, options: NutsOp
         else:
             nuts_idata = _reuse(run_dir / "nuts.nc")
         if nuts_idata is not None:
-            section["nuts"] = nuts_diagnostics(inp, fits, idatas, nuts_idata, stage)
+            section["nuts"] = nuts_diagnostics(inp, fits, idatas, nuts_idata, stage, section)
+            if nuts:
+                for name in os.listdir(stage):  # the NUTS reference is new: posterior SBC must use it
+                    if name == "nuts.nc":
+                        os.replace(stage / name, run_dir / name)
+        for key in SBC_KEYS.values():  # calibration results survive a recomputation of the VI part
+            if key in summary.get("diagnostics", {}) and key not in section:
+                section[key] = summary["diagnostics"][key]
+        if sbc:
+            t0 = time.perf_counter()
+            settings = sbc_settings or SbcSettings()
+            if settings.seed is None:
+                settings = dataclasses.replace(settings, seed=inp.seed)
+            section.update(sbc_diagnostics(run, sbc, settings, progress=progress))
+            section.setdefault("seconds", {})["sbc"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         section["figures"] = draw_figures(inp, idatas, stage, nuts_idata)
+        section["figures"] += draw_sbc_figures(section, inp.coef_names, stage)
         section.setdefault("seconds", {})["figures"] = time.perf_counter() - t0
         _write_markdown(section, stage)
         for name in sorted(os.listdir(stage)):
@@ -372,16 +435,26 @@ def diagnostics_markdown(section: Mapping[str, Any]) -> str:
     rows = []
     for kind, d in section["per_fit"].items():
         lo = d["loo"]
-        rows.append([kind, d["khat"], d["khat_reading"], lo["elpd"], lo["se"], lo["p_loo"], lo["elpd_per_message"],
-                     lo.get("lppd_test_per_message"), _pareto_k_text(lo)])
+        kr = d.get("khat_range") or [None, None]
+        rows.append([kind, d["khat"], d.get("khat_median"), kr[0], kr[1], d["khat_reading"], lo["elpd"], lo["se"], lo["p_loo"],
+                     (d.get("loo_corrected") or {}).get("elpd"), lo["elpd_per_message"], lo.get("lppd_test_per_message"),
+                     _pareto_k_text(lo)])
     lines = [
         "### How good is the mean-field approximation?", "",
-        _markdown(["fit", "PSIS k̂ of q", "reading", "elpd_loo", "se", "p_loo", "elpd_loo / msg", "held-out lppd / msg",
-                   "LOO Pareto k"], rows),
+        _markdown(["fit", "PSIS k̂ of q", "k̂ median", "k̂ min", "k̂ max", "reading", "elpd_loo", "se", "p_loo",
+                   "elpd_loo corrected", "elpd_loo / msg", "held-out lppd / msg", "LOO Pareto k"], rows),
         "k̂ < 0.5 good, 0.5–0.7 usable, > 0.7 unreliable (Yao et al. 2018): it measures how far q(w) is from the "
         "posterior as an importance-sampling proposal. elpd_loo is PSIS-LOO on the guide's draws; the held-out lppd "
         "is the same quantity on the test split.",
     ]
+    lr = section.get("linear_response")
+    if lr:
+        lines += ["", f"Linear-response covariance of the {lr['fitted_from']} fit: k̂ median {_n(lr['khat_median'], '.2f')} "
+                  f"(range {_n(lr['khat_range'][0], '.2f')}–{_n(lr['khat_range'][1], '.2f')}), corrected elpd_loo "
+                  f"{_n(lr['loo_corrected']['elpd'], '.1f')}.", "",
+                  _markdown(["coefficient", "mean", "sd mean-field", "sd linear response"],
+                            [[n, m, a, b] for n, m, a, b in zip(lr["coef_names"], lr["loc"], lr["meanfield_scale"], lr["scale"],
+                                                                  strict=True)])]
     main = section["per_fit"][section["primary"]]
     rw = main["psis"].get("reweighted")
     if rw:
@@ -407,9 +480,19 @@ def format_diagnostics(section: Mapping[str, Any], run_dir: str | Path | None = 
         warn = f"; ArviZ warns: {'; '.join(lo['warning_messages'])}" if lo["warning"] else ""
         held = lo.get("lppd_test_per_message")
         held_txt = "" if held is None else f" vs held-out lppd {_n(held, '.4f')}/msg"
-        lines.append(f"{kind:>9}: PSIS k̂ of q = {_n(d['khat'], '.2f')} ({d['khat_reading']}) | "
+        kr = d.get("khat_range")
+        spread = f", median {_n(d['khat_median'], '.2f')} over repeats, range {_n(kr[0], '.2f')}–{_n(kr[1], '.2f')}" if kr else ""
+        corrected = d.get("loo_corrected")
+        corr_txt = f" | corrected elpd_loo {_n(corrected['elpd'], '.1f')}" if corrected else ""
+        lines.append(f"{kind:>9}: PSIS k̂ of q = {_n(d['khat'], '.2f')} ({d['khat_reading']}{spread}) | "
                      f"elpd_loo {_n(lo['elpd'], '.1f')} ± {_n(lo['se'], '.1f')} (p_loo {_n(lo['p_loo'], '.1f')}; "
-                     f"{_n(lo['elpd_per_message'], '.4f')}/msg{held_txt}){warn}")
+                     f"{_n(lo['elpd_per_message'], '.4f')}/msg{held_txt}){corr_txt}{warn}")
+    lr = section.get("linear_response")
+    if lr:
+        kr = lr["khat_range"]
+        lines.append(f"linear response ({lr['fitted_from']}): sd {', '.join(_n(v, '.3f') for v in lr['scale'])} (mean-field "
+                     f"{', '.join(_n(v, '.3f') for v in lr['meanfield_scale'])}) | k̂ median {_n(lr['khat_median'], '.2f')} "
+                     f"(range {_n(kr[0], '.2f')}–{_n(kr[1], '.2f')}) | corrected elpd_loo {_n(lr['loo_corrected']['elpd'], '.1f')}")
     n = section.get("nuts")
     if n:
         lines.append("NUTS: " + _nuts_text(n))
@@ -420,6 +503,12 @@ def format_diagnostics(section: Mapping[str, Any], run_dir: str | Path | None = 
                          f"{_n(r['sd_vi'], '>6.3f')} {_n(r['sd_nuts'], '>7.3f')} "
                          f"{_n(r['mean_shift_in_sd'], '>7.2f')} {_n(r['sd_ratio'], '>8.2f')}")
         lines += [n["verdict"], _theory_text(section)]
+        if n.get("loo_minus_nuts"):
+            lines.append(f"NUTS elpd_loo {_n(n['elpd_loo']['elpd'], '.2f')}; LOO minus NUTS (nats): "
+                         + ", ".join(f"{k} {v:+.2f}" for k, v in n["loo_minus_nuts"].items()))
+        if n.get("linear_response"):
+            lines.append("linear-response sd / NUTS sd: " + ", ".join(f"{r['name']} {r['sd_ratio']:.3f}" for r in n["linear_response"]))
+    lines += sbc_text(section, section.get("linear_response", {}).get("coef_names") or [])
     if run_dir is not None:
         lines.append(f"diagnostics written to {run_dir} ({', '.join(section['figures'])})")
     return "\n".join(lines)

@@ -9,13 +9,14 @@ the document model of :mod:`.document`; rendering lives there too.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..evaluate import ratio_verdict
 from ..io.run_reader import summary_value
 from ..summary import EvaluationSection, Summary, elbo_label, primary_fit
+from .diagnostics import diagnostics_sections, flatten
 from .document import Block, Bullets, Figure, Para, Section, Table, code_list, f, g, pct, short_value, word_count
 
 __all__ = ["build_sections", "writeup"]
@@ -216,7 +217,7 @@ def _crosscheck_section(s: Summary) -> Section | None:
     if isinstance(cc, Mapping):
         extra = {k: v for k, v in cc.items() if k != "rows"}
         if extra:
-            sec.blocks.append(Table(["quantity", "value"], [[k, short_value(v)] for k, v in _flatten(extra)]))
+            sec.blocks.append(Table(["quantity", "value"], [[k, short_value(v)] for k, v in flatten(extra)]))
     info = s.get("crosscheck_info")
     if isinstance(info, Mapping) and info.get("mc_kl_slope") is not None:
         sec.blocks.append(Para("The Monte Carlo KL converges to the closed form at the rate "
@@ -227,73 +228,6 @@ def _crosscheck_section(s: Summary) -> Section | None:
             sec.blocks.append(Figure(str(name), "(a) ELBO estimate of each implementation at the fitted guide (mean ± "
                                                 "2 SE); (b) error of the Monte Carlo KL against the closed form versus "
                                                 "the number of draws."))
-    return sec
-
-
-def _flatten(d: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
-    """``(dotted key, leaf)`` pairs of a nested mapping."""
-    if isinstance(d, Mapping):
-        for k, v in d.items():
-            yield from _flatten(v, f"{prefix}{k}.")
-    else:
-        yield prefix.rstrip("."), d
-
-
-_DIAG_KNOWN = {"primary", "khat", "khat_reading", "loo", "per_fit", "files", "figures", "markdown", "seconds"}
-
-
-def _diagnostics_section(s: Summary) -> Section | None:
-    """k̂, PSIS-LOO and any further diagnostics (``summary["diagnostics"]``); ``None`` when absent."""
-    dg = s.get("diagnostics")
-    if not dg:
-        return None
-    sec = Section("diagnostics", "Diagnostics")
-    if not isinstance(dg, Mapping):
-        sec.blocks.append(Para(short_value(dg)))
-        return sec
-    text = []
-    if dg.get("khat") is not None:
-        text.append(f"PSIS k̂ of the {dg.get('primary', '')} guide as an importance sampler for the posterior: "
-                    f"**{f(dg['khat'], 2)}** ({dg.get('khat_reading', 'n/a')}; below 0.5 the guide covers the "
-                    "posterior well, above 0.7 importance reweighting of its draws is unreliable).")
-    loo = dg.get("loo")
-    if isinstance(loo, Mapping) and loo.get("elpd") is not None:
-        text.append(f"PSIS-LOO on the training messages: elpd {f(loo['elpd'], 1)} ± {f(loo.get('se'), 1)} (p_loo "
-                    f"{f(loo.get('p_loo'), 1)}), {f(loo.get('elpd_per_message'), 4)} per message against the held-out "
-                    f"lppd {f(loo.get('lppd_test_per_message'), 4)}.")
-        if loo.get("warning"):
-            warnings = loo.get("warning_messages") or ["Pareto k above 0.7"]
-            text.append("ArviZ warns: " + "; ".join(map(str, warnings)) + ".")
-    if text:
-        sec.blocks.append(Para(" ".join(text)))
-    per_fit = dg.get("per_fit")
-    if isinstance(per_fit, Mapping) and per_fit:
-        cols = [("k̂", "khat", 2), ("reading", "khat_reading", None), ("PSIS ESS", "psis/ess", 0),
-                ("elpd_loo", "loo/elpd", 1), ("SE", "loo/se", 1), ("p_loo", "loo/p_loo", 1),
-                ("elpd/msg", "loo/elpd_per_message", 4), ("held-out lppd/msg", "loo/lppd_test_per_message", 4),
-                ("max Pareto k", "loo/k_max", 2)]
-        cols = [c for c in cols if any(summary_value(v, c[1]) is not None for v in per_fit.values())]
-        rows = [[elbo_label(k)] + [str(summary_value(v, path)) if digits is None else f(summary_value(v, path), digits)
-                                   for _, path, digits in cols]
-                for k, v in per_fit.items()]
-        sec.blocks.append(Table(["fit"] + [c[0] for c in cols], rows))
-    rest = {k: v for k, v in dg.items() if k not in _DIAG_KNOWN}
-    simple, tables = [], []
-    for k, v in rest.items():
-        if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
-            tables.append((k, v))
-        else:
-            simple.extend(_flatten({k: v}))
-    if simple:
-        sec.blocks.append(Table(["quantity", "value"], [[k, short_value(v)] for k, v in simple]))
-    for k, v in tables:
-        cols2 = list(dict.fromkeys(c for row in v for c in row))
-        sec.blocks.append(Table(cols2, [[short_value(row.get(c)) for c in cols2] for row in v], caption=k))
-    files = [str(x) for x in (dg.get("files") or [])] + ([str(dg["markdown"])] if dg.get("markdown") else [])
-    if files:
-        sec.blocks.append(Para("Files in this run directory: " + ", ".join(f"`{x}`" for x in files) + "."))
-    for name in dg.get("figures") or []:
-        sec.blocks.append(Figure(str(name), str(name)))
     return sec
 
 
@@ -783,9 +717,10 @@ def build_sections(summary: Summary, run_dir: Path, figures_available: Sequence[
     secs.append(Section("summary", "Key findings", [*blocks, Bullets(findings)]))
     secs.append(_data_section(s))
     secs.append(_fits_section(s))
-    for opt in (_crosscheck_section(s), _diagnostics_section(s)):
-        if opt is not None:
-            secs.append(opt)
+    cc = _crosscheck_section(s)
+    if cc is not None:
+        secs.append(cc)
+    secs.extend(diagnostics_sections(s))
     ev = s.get("evaluation")
     evsec = Section("evaluation", "Advanced evaluation")
     if ev:

