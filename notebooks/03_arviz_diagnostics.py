@@ -259,3 +259,117 @@ gives {lo['elpd_per_message']:.4f} per message against the held-out {lppd_test['
 {loo_txt}.
 {k_txt[0].upper() + k_txt[1:]}.
 """)
+
+# %% [markdown]
+# ## 4 · Did it work? k̂ with its spread, a linear-response correction, corrected LOO and calibration
+#
+# One k̂ from 1000 draws varies by about ±0.1, so we report the median and range over ten sets of
+# draws. Then a remedy: **linear response** (LRVB; Giordano, Broderick & Jordan 2018) turns the
+# mean-field optimum into a full covariance, $-[H^{-1}]_{\text{loc},\text{loc}}$ of the exact
+# ELBO's Hessian in (loc, log scale), for the price of one small Hessian. The exact ELBO comes
+# from Gauss–Hermite quadrature of each message's normal logit, and L-BFGS finds its optimum in
+# a fraction of a second (`TrainConfig(optimizer="lbfgs")`).
+
+# %%
+from pyro_spam.diagnostics.psis import khat_repeats, log_prior, log_q, vi_corrected_loo
+from pyro_spam.linear_response import lr_covariance
+
+exact = fit(fs.X_train, fs.y_train, TrainConfig(optimizer="lbfgs"))
+lr = lr_covariance(fs.X_train, fs.y_train, exact.loc, exact.scale)
+print(f"exact mean-field optimum: {exact.steps} L-BFGS iterations, {exact.seconds:.2f} s, "
+      f"largest gradient component {exact.extra['convergence']['grad_max']:.1e}")
+
+
+def train_loglik(w):
+    return predict_draws(w, fs.X_train, fs.y_train).loglik.sum(axis=1)
+
+
+k_mf = khat_repeats(train_loglik, exact.loc, exact.scale, seed=SEED)
+k_lr = khat_repeats(train_loglik, lr.loc, lr.scale, cov=lr.cov, seed=SEED)
+sd_nuts = flat.std(axis=0, ddof=1)
+lr_table = pd.DataFrame({"sd mean-field": exact.scale, "sd linear response": lr.scale, "sd NUTS": sd_nuts,
+                         "mean-field / NUTS": exact.scale / sd_nuts, "LR / NUTS": lr.scale / sd_nuts},
+                        index=fs.coef_names)
+for name, k in (("mean-field", k_mf), ("linear response", k_lr)):
+    print(f"k̂ of {name:15s}: median {k['median']:.2f}, range {k['min']:.2f}–{k['max']:.2f} over {k['repeats']} × {k['n_draws']} draws")
+lr_table.round(3)
+
+# %% [markdown]
+# **LOO corrected for q** (Magnusson et al. 2019). Naive PSIS-LOO treats q's draws as posterior
+# draws; the corrected version first reweights them by $p(w, y)/q(w)$. NUTS's PSIS-LOO is the
+# reference.
+
+# %%
+rng = np.random.default_rng(SEED)
+loo_rows = {}
+for name, cov in (("mean-field", np.diag(exact.scale**2)), ("linear response", lr.cov)):
+    w = exact.loc + rng.standard_normal((n_draws, K + 1)) @ np.linalg.cholesky(cov).T
+    ll = predict_draws(w, fs.X_train, fs.y_train).loglik
+    ratio = ll.sum(axis=1) + log_prior(w) - log_q(w, exact.loc, exact.scale, cov)
+    loo_rows[name] = {"naive": vi_corrected_loo(ll, np.zeros(n_draws))["elpd"], "corrected": vi_corrected_loo(ll, ratio)["elpd"]}
+ll_nuts = predict_draws(flat, fs.X_train, fs.y_train).loglik
+elpd_nuts = vi_corrected_loo(ll_nuts, np.zeros(ll_nuts.shape[0]))["elpd"]
+loo_table = pd.DataFrame(loo_rows).T
+loo_table["corrected − NUTS"] = loo_table["corrected"] - elpd_nuts
+loo_table["naive − NUTS"] = loo_table["naive"] - elpd_nuts
+print(f"NUTS elpd_loo {elpd_nuts:.2f}")
+loo_table.round(2)
+
+# %% [markdown]
+# **Simulation-based calibration.** If the data came from the model, would q's 90 % intervals
+# cover the truth 90 % of the time? *Prior SBC* draws the truth from the prior and labels from the
+# model on our training design, refits, and ranks the truth among 1000 draws of each
+# approximation. *Posterior SBC* (Säilynoja et al. 2025) draws the truth from the posterior of the
+# *observed* data (here NUTS's draws) and refits on the observed plus the replicated labels, so
+# the simulated posteriors keep the observed correlation. Every refit is exact (L-BFGS), which
+# makes hundreds of them cheap.
+
+# %%
+from pyro_spam.calibration import APPROX_LABELS, SbcSettings, run_sbc, sbc_results
+from pyro_spam.diagnostics.sbc import sbc_verdict
+from pyro_spam.plots.sbc import plot_coverage, plot_rank_ecdf
+
+sbc_settings = SbcSettings(sims=40 if QUICK else 200, seed=SEED)
+sbc = {}
+for study in ("prior", "posterior"):
+    st = run_sbc(study, fs.X_train, fs.y_train, settings=sbc_settings, reference=flat if study == "posterior" else None,
+                 start=(exact.loc, exact.scale) if study == "posterior" else None)
+    sbc[study] = sbc_results(st, reference="NUTS draws of the observed data")
+    print(f"{study} SBC: {sbc_settings.sims} simulations in {st['seconds']:.1f} s "
+          f"({st['fit_seconds']:.1f} s in the refits, {st['redrawn']} one-class simulations redrawn)")
+results = {f"{study} SBC": {APPROX_LABELS[a]: s for a, s in r["approximations"].items()} for study, r in sbc.items()}
+plot_coverage(results, list(fs.coef_names))
+plt.show()
+
+# %%
+plot_rank_ecdf(results, list(fs.coef_names))
+plt.show()
+
+# %%
+cov_rows = []
+for study, r in sbc.items():
+    for a, s in r["approximations"].items():
+        cov_rows.append({"study": study, "approximation": APPROX_LABELS[a],
+                         **{f"90 % cov. {n}": c for n, c in zip(fs.coef_names, s["coverage_90"], strict=True)}})
+coverage = pd.DataFrame(cov_rows).set_index(["study", "approximation"])
+mf_post = sbc["posterior"]["approximations"]["meanfield"]["coverage_90"]
+lr_post = sbc["posterior"]["approximations"]["linear_response"]["coverage_90"]
+mf_prior = sbc["prior"]["approximations"]["meanfield"]["coverage_90"]
+band = sbc["posterior"]["approximations"]["meanfield"]["coverage_band_90"]
+worst = int(np.argmin(mf_post))
+display(coverage.round(2))  # noqa: F821  (IPython's display)
+Markdown(f"""
+**What calibration says.** Under *prior* SBC mean-field's 90 % intervals cover {min(mf_prior):.2f}–{max(mf_prior):.2f}
+of the true values (band for a calibrated method: {band[0]:.2f}–{band[1]:.2f}): coefficients drawn from N(0, 1) give
+data sets whose posteriors are only weakly correlated, so the factorised q is nearly right there and prior SBC barely
+sees the problem. Under *posterior* SBC the observed data's correlation is back, and mean-field covers only
+{min(mf_post):.2f}–{max(mf_post):.2f} (worst: {fs.coef_names[worst]}, {mf_post[worst]:.2f}), while the linear-response
+covariance of the same fits covers {min(lr_post):.2f}–{max(lr_post):.2f}.
+
+- Mean-field, posterior SBC: {sbc_verdict(sbc['posterior']['approximations']['meanfield'], fs.coef_names)}
+- Linear response, posterior SBC: {sbc_verdict(sbc['posterior']['approximations']['linear_response'], fs.coef_names)}
+
+The k̂ medians tell the same story from one data set: {k_mf['median']:.2f} for mean-field against {k_lr['median']:.2f}
+for the linear-response Gaussian, whose marginal sds are {lr_table['LR / NUTS'].min():.2f}–{lr_table['LR / NUTS'].max():.2f}
+of NUTS's.
+""")

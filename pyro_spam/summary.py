@@ -195,18 +195,33 @@ class EvaluationSection(TypedDict, total=False):
 
 
 class DiagnosticsSection(TypedDict, total=False):
-    """``summary["diagnostics"]``: ArviZ diagnostics of every fit (and NUTS after ``diagnose --nuts``)."""
+    """``summary["diagnostics"]``: ArviZ diagnostics of every fit (and NUTS after ``diagnose --nuts``).
+
+    ``khat`` is one k̂ from the run's draws; ``khat_median`` and ``khat_range`` ([min, max]) are over
+    10 independent sets of draws (``per_fit[elbo]["khat_repeats"]``). ``per_fit[elbo]["loo_corrected"]``
+    is PSIS-LOO corrected for q next to the naive ``loo``. ``linear_response``: the LRVB covariance of
+    the primary fit (``loc``, ``scale``, ``cov``, k̂ median/range, corrected and naive LOO).
+    ``sbc`` / ``posterior_sbc`` (after ``diagnose --sbc``): per approximation (``meanfield``,
+    ``linear_response``) ``sims``, ``coverage_50``, ``coverage_90``, ``ks_p_vsbc``, ``rank_p`` (lists
+    in coefficient order), ``ranks``, ``flags``, ``settings``, ``reference``; plus ``info`` (how the
+    study ran: sims, seconds, reference posterior, optimizer, verdicts).
+    """
 
     primary: str
     khat: float
     khat_reading: str
+    khat_median: float
+    khat_range: list[float]
     loo: dict[str, Any]
     per_fit: dict[str, dict[str, Any]]
+    linear_response: dict[str, Any]
     files: list[str]
     seconds: dict[str, float]
     figures: list[str]
     markdown: str
     nuts: dict[str, Any]
+    sbc: dict[str, Any]
+    posterior_sbc: dict[str, Any]
 
 
 class CompareSection(TypedDict, total=False):

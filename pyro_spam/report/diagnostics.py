@@ -158,8 +158,8 @@ def _sbc_sections(dg: Mapping[str, Any], figures: Sequence[str]) -> list[Section
         info = sec_d["info"]
         sec = Section(key.replace("_", "-"), f"{title}: would the intervals cover the truth?", level=3)
         sec.blocks.append(Para(
-            f"{info.get('sims')} simulations ({how}); each refit is the exact optimum of the mean-field ELBO "
-            f"(L-BFGS on the quadrature ELBO), checked with {summary_value(info, 'settings/draws')} draws per approximation. "
+            f"{info.get('sims')} simulations ({how}); refits: {info.get('fit', 'the exact mean-field optimum')}; "
+            f"{summary_value(info, 'settings/draws')} draws per approximation and simulation. "
             f"Reference posterior: {info.get('reference')}. {info.get('redrawn', 0)} one-class simulations redrawn, "
             f"{info.get('not_converged', 0)} refits not converged; {f(info.get('seconds'), 1)} s "
             f"({f(info.get('fit_seconds'), 1)} s in the mean-field refits)."))
