@@ -143,6 +143,7 @@ def run_sbc(
     y_obs = np.asarray(y_obs, dtype=np.float64)
     k1 = x.shape[1] + 1
     st = state if state is not None else new_state(study, k1, settings)
+    st.setdefault("fit_seconds", 0.0)
     if st["study"] != study or st["settings"] != asdict(settings) or st["truth"].shape != (settings.sims, k1):
         raise PyroSpamError("the saved SBC state was made with other settings; delete it or use the same settings")
     if study == "posterior":

