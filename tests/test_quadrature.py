@@ -199,3 +199,21 @@ def test_estimator_with_lbfgs_in_cross_val_score() -> None:
     assert scores.shape == (3,) and np.all(scores > 0.7)
     est.fit(X, y)
     assert est.stop_reason_ == "converged" and est.get_params()["optimizer"] == "lbfgs"
+
+
+def test_cli_run_with_lbfgs(synthetic_npz, tmp_path, capsys) -> None:
+    """`pyro-spam run --optimizer lbfgs`: one `quad` fit, converged by the gradient test, its evidence in
+    summary.json and the report, and a reproduce command that names the optimiser."""
+    import json
+
+    from pyro_spam.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(synthetic_npz), "-K", "2", "--optimizer", "lbfgs", "--draws", "200", "--out", str(out), "-q"]) == 0
+    assert "quad:" in capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text())
+    fi = s["fits"]["quad"]
+    assert list(s["fits"]) == ["quad"] and fi["optimizer"] == "lbfgs" and fi["stop_reason"] == "converged"
+    assert fi["convergence"]["criterion"] == "lbfgs_gradient" and fi["convergence"]["grad_max"] <= 1e-4
+    report = (out / "report.md").read_text()
+    assert "--optimizer lbfgs --grad-tol 0.0001" in report and "--elbo quad" in report and "L-BFGS iterations" in report

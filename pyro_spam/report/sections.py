@@ -660,17 +660,20 @@ def _reproduce_section(s: Summary, name: str) -> Section:
     elbos = cfg.get("elbos", [])
     batch = "full" if tc.get("batch_size") is None else str(tc.get("batch_size"))
     cmd += ["-K", str(fc.get("components")), "--features", str(fc.get("kind")), "--test-size", f"{fc.get('test_size')}",
-            "--elbo", "both" if len(elbos) == 2 else (elbos[0] if elbos else "both"), "--engine", str(tc.get("engine")),
+            "--elbo", "both" if list(elbos) in ([], ["trace", "meanfield"]) else ",".join(elbos), "--engine", str(tc.get("engine")),
             "-S", str(tc.get("particles")), "--batch-size", batch, "--stop", str(tc.get("stop", "plateau")),
             "--steps", str(tc.get("max_steps")), "--lr", f"{tc.get('lr')}", "--prior-scale", f"{tc.get('prior_scale')}",
             "--seed", str(tc.get("seed")), "--draws", str(cfg.get("num_draws"))]
     if tc.get("stop", "plateau") == "plateau":
         cmd += ["--window", str(tc.get("window")), "--tol", f"{tc.get('tol')}"]
+    if tc.get("optimizer", "adam") != "adam":
+        cmd += ["--optimizer", str(tc["optimizer"]), "--grad-tol", f"{tc.get('grad_tol')}"]
     cmd += ["--out", name]
     blocks: list[Block] = [Para("Same seed, same numbers. The run was made with:"), Para("`" + " ".join(cmd) + "`")]
     if s.get("compare"):
         quick = " --quick" if s["compare"].get("quick") else ""
-        blocks.append(Para(f"followed by `pyro-spam compare {name}{quick}`."))
+        opt = s["compare"].get("settings", {}).get("sweep_optimizer", "adam")
+        blocks.append(Para(f"followed by `pyro-spam compare {name}{quick} --optimizer {opt}`."))
     vers = meta.get("versions", {})
     if vers:
         blocks.append(Table(["package", "version"], [[k, str(v)] for k, v in vers.items()]))
