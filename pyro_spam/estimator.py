@@ -111,7 +111,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
     prior_scale : float, default=1.0
         Standard deviation of the N(0, s²) prior on every coefficient.
     init_scale : float, default=0.1
-        Initial guide scale (loc starts at 0).
+        Initial guide scale for Adam (loc starts at 0); L-BFGS starts from the Laplace point.
     seed : int, default=0
         Seeds training; the predictive draws use ``seed + 1`` (as ``pyro-spam run`` does).
     num_draws : int, default=1000

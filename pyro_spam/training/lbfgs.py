@@ -25,6 +25,7 @@ import time
 import numpy as np
 import torch
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from .. import elbo_manual as em
@@ -100,8 +101,10 @@ def laplace_start(x: Tensor, y: Tensor, prior_scale: float, *, max_iter: int = 2
             if f_new >= f:
                 break
             t *= 0.5
+        if t <= 1e-4:  # no increase along the Newton direction: keep the last point
+            break
         w, f = w + t * step, f_new
-        if float(grad.abs().max()) < 1e-6 * max(1.0, float(x.shape[0])) or t <= 1e-4:
+        if float(grad.abs().max()) < 1e-6 * max(1.0, float(x.shape[0])):
             break
     return w.numpy().copy(), (1.0 / torch.sqrt(torch.diagonal(hess))).numpy().copy()
 
@@ -113,7 +116,7 @@ def fit_lbfgs(
     *,
     progress: bool = False,
     resume: TrainState | None = None,
-    n_nodes: int = em.QUAD_NODES,
+    n_nodes: int | None = None,
 ) -> FitResult:
     """Maximise the exact ELBO of the mean-field guide on ``x`` (N, K), ``y`` (N,) with L-BFGS.
 
@@ -121,9 +124,11 @@ def fit_lbfgs(
     from :func:`laplace_start` (``cfg.init_scale`` is Adam's start and does not apply). Returns a :class:`FitResult` with ``engine="manual"``,
     ``extra["optimizer"] = "lbfgs"`` and a ``convergence`` block (criterion, tolerance, final
     gradient, iterations, function evaluations). ``progress`` is accepted for the common engine
-    signature; a fit takes a fraction of a second, so there is no bar.
+    signature; a fit takes a fraction of a second, so there is no bar. ``n_nodes`` overrides
+    ``cfg.quad_nodes``.
     """
     del progress
+    n_nodes = cfg.quad_nodes if n_nodes is None else n_nodes
     if cfg.optimizer != "lbfgs" or cfg.elbo != "quad":
         raise ConfigError(f"fit_lbfgs needs optimizer='lbfgs' and elbo='quad' (got {cfg.optimizer!r}, {cfg.elbo!r})")
     t0 = time.perf_counter()
@@ -158,9 +163,12 @@ def fit_lbfgs(
         elbos.append(float(parts.elbo))
         logliks.append(float(parts.loglik))
 
-    res = minimize(value_and_grad, np.concatenate([loc0, np.log(scale0)]), jac=True, method="L-BFGS-B", callback=record,
-                   options={"maxiter": int(cfg.max_steps), "gtol": float(cfg.grad_tol), "ftol": 0.0,
-                            "maxcor": HISTORY_SIZE, "maxls": MAX_LINE_SEARCH, "maxfun": 50 * int(cfg.max_steps)})
+    # SciPy's L-BFGS-B calls BLAS on 2(K+1)-vectors: a second BLAS thread only waits for the
+    # scheduler (measured: 0.25 s → 0.10 s per fit, up to 9x on a busy machine)
+    with threadpool_limits(1, user_api="blas"):
+        res = minimize(value_and_grad, np.concatenate([loc0, np.log(scale0)]), jac=True, method="L-BFGS-B", callback=record,
+                       options={"maxiter": int(cfg.max_steps), "gtol": float(cfg.grad_tol), "ftol": 0.0,
+                                "maxcor": HISTORY_SIZE, "maxls": MAX_LINE_SEARCH, "maxfun": 50 * int(cfg.max_steps)})
     loss, g, _ = objective(torch.from_numpy(np.asarray(res.x, dtype=np.float64)))
     grad_max = float(g.abs().max())
     if grad_max <= cfg.grad_tol:
