@@ -26,6 +26,14 @@ BAND_COLOR = "0.55"
 Results = Mapping[str, Mapping[str, Mapping[str, Any]]]
 
 
+def _prepare(results: Results, names: Sequence[str]) -> tuple[list[str], list[tuple[str, str, Mapping[str, Any]]], dict[str, tuple[str, str]]]:
+    """Names as strings (refusing none), the (study, approximation, summary) columns and a style per approximation."""
+    names = [str(n) for n in names]
+    if not names:
+        raise ValueError("names is empty: expected one name per coefficient")
+    return names, _columns(results), _approx_styles(results)
+
+
 def _columns(results: Results) -> list[tuple[str, str, Mapping[str, Any]]]:
     cols = [(study, approx, s) for study, by_approx in results.items() for approx, s in by_approx.items()]
     if not cols:
@@ -108,12 +116,8 @@ def plot_rank_ecdf(
     names : the P coefficient names, in coefficient order
     band_method : "optimized" (exact, default) or "simulated" (Monte Carlo, seed 0)
     """
-    names = [str(n) for n in names]
+    names, cols, styles = _prepare(results, names)
     n_coef = len(names)
-    if n_coef == 0:
-        raise ValueError("names is empty: expected one name per coefficient")
-    cols = _columns(results)
-    styles = _approx_styles(results)
     ncols = len(cols)
     if fig is None:
         fig = plt.figure(figsize=(1.2 + 2.0 * ncols, 1.1 + 0.85 * n_coef))
@@ -175,12 +179,8 @@ def plot_coverage(
     results : ``{study_label: {approx_label: sbc_summary dict}}``
     names : the P coefficient names, in coefficient order
     """
-    names = [str(n) for n in names]
+    names, cols, styles = _prepare(results, names)
     n_coef = len(names)
-    if n_coef == 0:
-        raise ValueError("names is empty: expected one name per coefficient")
-    cols = _columns(results)
-    styles = _approx_styles(results)
     levels = sorted(set.intersection(*(_levels(s) for _, _, s in cols)), key=lambda k: float(k.replace("_", ".")))
     if not levels:
         raise ValueError("the summaries share no coverage_<pct> key")

@@ -649,6 +649,17 @@ def writeup(s: Summary) -> str:
     return "\n\n".join([motivation, impl, " ".join(ins)])
 
 
+_NOT_CONVERGED = {
+    "budget": ("used its whole step budget without meeting the convergence criterion, so its guide is the best average "
+               "so far, not a verified optimum",
+               "Try more steps (`--steps`), more particles (`-S`) or a larger `--batch-size`."),
+    "stalled": ("stopped because the L-BFGS line search found no further decrease before the gradient tolerance was met "
+                "(rounding in float64 on extreme data), so its guide is close to, not verified at, the optimum",
+                "Try a larger `--grad-tol`."),
+}
+"""Stop reasons that get a banner at the top of the report: what happened, and what to try."""
+
+
 def _reproduce_section(s: Summary, name: str) -> Section:
     """The command that reproduces the run, package versions and timings."""
     meta = s.get("meta", {})
@@ -705,18 +716,10 @@ def build_sections(summary: Summary, run_dir: Path, figures_available: Sequence[
                  "embeddings; mean-field Normal guide fitted with "
                  f"{', '.join(elbo_label(k) for k in (s.get('fits') or {}))}.")
     blocks: list[Block] = [intro]
-    budget = [k for k, fi in (s.get("fits") or {}).items() if fi.get("stop_reason") == "budget"]
-    if budget:
-        blocks.append(Para(
-            "**Not converged:** the " + " and ".join(elbo_label(k) for k in budget) + " fit used its whole step budget "
-            "without meeting the convergence criterion, so its guide is the best average so far, not a verified optimum "
-            "(see Fits). Try more steps (`--steps`), more particles (`-S`) or a larger `--batch-size`."))
-    stalled = [k for k, fi in (s.get("fits") or {}).items() if fi.get("stop_reason") == "stalled"]
-    if stalled:
-        blocks.append(Para(
-            "**Not converged:** the L-BFGS line search of the " + " and ".join(elbo_label(k) for k in stalled) + " fit "
-            "found no further decrease before the gradient tolerance was met (rounding in float64 on extreme data), "
-            "so its guide is close to, not verified at, the optimum (see Fits). Try a larger `--grad-tol`."))
+    for reason, (what, advice) in _NOT_CONVERGED.items():
+        kinds = [k for k, fi in (s.get("fits") or {}).items() if fi.get("stop_reason") == reason]
+        if kinds:
+            blocks.append(Para(f"**Not converged:** the {' and '.join(elbo_label(k) for k in kinds)} fit {what} (see Fits). {advice}"))
     secs.append(Section("summary", "Key findings", [*blocks, Bullets(findings)]))
     secs.append(_data_section(s))
     secs.append(_fits_section(s))
