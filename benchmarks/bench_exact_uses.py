@@ -34,10 +34,11 @@ CPU time (``RUSAGE_CHILDREN``) are measured from outside; per-stage seconds are 
    fraction of draws below it in [0.05, 0.95]) next to its KS p-values.
 
 Diagnostic variants (skip with ``--no-blas1``): the lbfgs commands, ``run_sbc`` and ``compare --optimizer
-adam`` once more with ``OPENBLAS_NUM_THREADS=1`` (not the Adam SBC study: its refits are torch). The exact
-path calls SciPy's L-BFGS-B and NumPy (simulated labels, the linear-response covariance, and in ``compare``
-the model-size sweep's PCA features), all on OpenBLAS, which by default runs one thread per core;
-``pyro-spam run`` limits BLAS to one thread around its PCA but ``compare`` and ``diagnose --sbc`` do not.
+adam`` once more with ``OPENBLAS_NUM_THREADS=1`` (not the Adam SBC study: its refits are torch). NumPy and
+SciPy run on OpenBLAS, by default one thread per core, which on a busy 2-core machine makes small linear
+algebra wait for the second thread. The package limits BLAS to one thread around ``pyro-spam run``'s PCA,
+each L-BFGS fit and ``run_sbc``'s loop, but not around the model-size sweep's features in ``compare``
+(:func:`pyro_spam.studies.sweep_features`: a PCA per kind of term); these rows show what is left.
 Torch's threads are unaffected (the package sets them).
 
     .venv/bin/python benchmarks/bench_exact_uses.py                 # everything, 2 rounds (~35 min)
@@ -106,6 +107,18 @@ def run_worker(args: list[str], env: dict[str, str] | None = None) -> dict:
     out["process_cpu_s"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     out["load_before"] = load
     return out
+
+
+def code_version() -> dict:
+    """The commit and whether ``pyro_spam/`` differs from it (read-only git calls; None outside a checkout)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pyro_spam"], cwd=root, capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "pyro_spam_modified": None}
+    return {"commit": head, "pyro_spam_modified": bool(dirty)}
 
 
 def fresh_copy(pristine: Path, dest: Path) -> Path:
@@ -420,6 +433,17 @@ def mmm(t, digits=1):
     return f"{m:.{digits}f} ({lo:.{digits}f}–{hi:.{digits}f})" if hi - lo >= 0.5 * 10**-digits else f"{m:.{digits}f}"
 
 
+def code_line(start: dict | None, end: dict | None) -> str:
+    def one(c: dict) -> str:
+        return f"commit {c['commit'][:7]}{' with pyro_spam/ modified' if c['pyro_spam_modified'] else ', pyro_spam/ unmodified'}"
+
+    if not start or not start.get("commit"):
+        return ""
+    if end == start:
+        return f" Code: {one(start)}, at start and end."
+    return f" Code: {one(start)} at start, {one(end) if end and end.get('commit') else 'unknown'} at end (it changed during the run)."
+
+
 def markdown(res: dict) -> str:
     m = res["machine"]
     v = m["versions"]
@@ -428,6 +452,7 @@ def markdown(res: dict) -> str:
         f"jax {v['jax']}, numpyro {v['numpyro']}. Load average (1/5/15 min) at start {'/'.join(f'{x:.2f}' for x in m['loadavg_at_start'])}, "
         f"at end {'/'.join(f'{x:.2f}' for x in m['loadavg_at_end'])}. {res['rounds']} interleaved rounds, medians (min–max). "
         "Default data: N = 4,459 training messages, K = 5 polynomial terms."
+        + code_line(res.get("code_at_start"), res.get("code_at_end"))
         + (f" Run directory made once in {res['run_setup_s']:.1f} s (`pyro-spam run --out DIR -q`); every timed command ran in a fresh "
            "process on a fresh copy of it." if "run_setup_s" in res else ""),
     ]
@@ -518,6 +543,7 @@ def markdown(res: dict) -> str:
             row += (f" | {lr['coverage_90_lbfgs'][j]:.3f} | {lr['coverage_90_adam'][j]:.3f} ({lr['sims_covered_differently_per_coef'][j]}) |"
                     if lr else " | — | — |")
             lines.append(row)
+        lines.append("")
         for a in ("meanfield", "linear_response"):
             if a in ag:
                 lines.append(f"- {a}: max |Δ coverage| {ag[a]['max_abs_coverage_diff']:.3f}, "
@@ -578,7 +604,8 @@ def main() -> None:
         sys.exit(f"unknown parts {sorted(set(parts) - set(PARTS))}; choose from {', '.join(PARTS)}")
     adam_sims = args.adam_sims or sims
     args.out.mkdir(parents=True, exist_ok=True)
-    res: dict = {"machine": machine(), "rounds": args.rounds, "quick": args.quick, "parts": parts, "sims": sims, "adam_sims": adam_sims}
+    res: dict = {"machine": machine(), "code_at_start": code_version(), "rounds": args.rounds, "quick": args.quick, "parts": parts,
+                 "sims": sims, "adam_sims": adam_sims}
     with tempfile.TemporaryDirectory(prefix="bench-exact-uses-") as tmpd:
         tmp = Path(tmpd)
         pristine = tmp / "pristine"
@@ -616,6 +643,7 @@ def main() -> None:
         for k, v in cmp.items():
             print(f"{k}: {v:.2f}", flush=True)
     res["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    res["code_at_end"] = code_version()
     (args.out / "exact_uses.json").write_text(json.dumps(res, indent=1))
     md_text = markdown(res)
     (args.out / "exact_uses.md").write_text(md_text)

@@ -40,6 +40,7 @@ import numpy as np
 import pyro
 import torch
 from scipy.stats import bootstrap
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import elbo_manual as em
@@ -238,9 +239,10 @@ def sweep_features(ds: Dataset, feature_config: FeatureConfig, k_max: int, *, se
     depend on how many components are kept), so one pipeline per kind serves the whole sweep.
     """
     out = {}
-    for kind in ("polynomial", "linear"):
-        cfg = dataclasses.replace(feature_config, components=int(k_max), kind=kind)
-        out[kind], _ = build_features(ds, cfg, seed=seed)
+    with threadpool_limits(limits=1):  # as in the run: BLAS on 2 threads of a busy 2-core machine made the PCA 25x slower
+        for kind in ("polynomial", "linear"):
+            cfg = dataclasses.replace(feature_config, components=int(k_max), kind=kind)
+            out[kind], _ = build_features(ds, cfg, seed=seed)
     return out
 
 
