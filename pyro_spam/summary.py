@@ -199,7 +199,9 @@ class DiagnosticsSection(TypedDict, total=False):
 
     ``khat`` is one k̂ from the run's draws; ``khat_median`` and ``khat_range`` ([min, max]) are over
     10 independent sets of draws (``per_fit[elbo]["khat_repeats"]``). ``per_fit[elbo]["loo_corrected"]``
-    is PSIS-LOO corrected for q next to the naive ``loo``. ``linear_response``: the LRVB covariance of
+    is PSIS-LOO corrected for q next to the naive ``loo``; the top-level ``loo_corrected`` is the exact
+    model's LOO corrected from the linear-response Gaussian's draws (the most reliable proposal the run
+    has). ``linear_response``: the LRVB covariance of
     the primary fit (``loc``, ``scale``, ``cov``, k̂ median/range, corrected and naive LOO).
     ``sbc`` / ``posterior_sbc`` (after ``diagnose --sbc``): per approximation (``meanfield``,
     ``linear_response``) ``sims``, ``coverage_50``, ``coverage_90``, ``ks_p_vsbc``, ``rank_p`` (lists
@@ -213,6 +215,7 @@ class DiagnosticsSection(TypedDict, total=False):
     khat_median: float
     khat_range: list[float]
     loo: dict[str, Any]
+    loo_corrected: dict[str, Any]
     per_fit: dict[str, dict[str, Any]]
     linear_response: dict[str, Any]
     files: list[str]

@@ -180,6 +180,12 @@ def test_cli_diagnose_sbc(tmp_path, capsys) -> None:
             assert s["sims"] == 12 and len(s["coverage_50"]) == len(s["coverage_90"]) == len(s["rank_p"]) == 3
             assert len(s["ks_p_vsbc"]) == 3 and "settings" in s and s["reference"]
     assert "linear-response Gaussian" in d["posterior_sbc"]["info"]["reference"]
+    # every run: k̂ with its spread, LOO corrected for q, the linear-response correction
+    pf = d["per_fit"]["meanfield"]
+    assert pf["khat_range"][0] <= pf["khat_median"] <= pf["khat_range"][1] and len(pf["khat_repeats"]["values"]) == 10
+    assert {"elpd", "se", "k_max"} <= set(pf["loo_corrected"]) and d["loo_corrected"]["proposal"] == "linear_response"
+    lr = d["linear_response"]
+    assert len(lr["cov"]) == 3 and all(a >= b * 0.999 for a, b in zip(lr["scale"], lr["meanfield_scale"], strict=True))
     for name in ("sbc_ranks.png", "sbc_coverage.png", "sbc_prior.npz", "sbc_posterior.npz"):
         assert (out / name).stat().st_size > 0
     assert "Posterior SBC" in (out / "report.md").read_text()

@@ -16,7 +16,7 @@ from .document import Figure, Para, Section, Table, f, short_value
 
 __all__ = ["diagnostics_sections", "flatten"]
 
-_KNOWN = {"primary", "khat", "khat_reading", "khat_median", "khat_range", "loo", "per_fit", "files", "figures", "markdown",
+_KNOWN = {"primary", "khat", "khat_reading", "khat_median", "khat_range", "loo", "loo_corrected", "per_fit", "files", "figures", "markdown",
           "seconds", "linear_response", "nuts", "sbc", "posterior_sbc"}
 _SBC = (("sbc", "Prior SBC", "truth from the prior N(0, s² I), labels simulated on the training design, refit on them"),
         ("posterior_sbc", "Posterior SBC", "truth from the observed data's posterior, labels simulated on the training "
@@ -62,6 +62,12 @@ def _overview(dg: Mapping[str, Any]) -> list[Any]:
         if loo.get("warning"):
             warnings = loo.get("warning_messages") or ["Pareto k above 0.7"]
             text.append("ArviZ warns: " + "; ".join(map(str, warnings)) + ".")
+    lc = dg.get("loo_corrected")
+    if isinstance(lc, Mapping) and lc.get("elpd") is not None:
+        text.append(f"PSIS-LOO of the exact model, corrected for the approximation (Magnusson et al. 2019) from the "
+                    f"linear-response Gaussian's draws (k̂ median {f(lc.get('proposal_khat_median'), 2)}): elpd "
+                    f"{f(lc['elpd'], 1)} ± {f(lc.get('se'), 1)}, max Pareto k {f(lc.get('k_max'), 2)}. The same correction "
+                    "from mean-field's own draws (table) is biased when its k̂ is near or above 0.7.")
     if text:
         blocks.append(Para(" ".join(text)))
     per_fit = dg.get("per_fit")
