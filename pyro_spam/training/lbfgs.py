@@ -7,7 +7,7 @@ Carlo error. The objective and its gradient are plain torch in float64 (no Pyro:
 module's quadrature ELBO); the iterations are SciPy's L-BFGS-B (``scipy.optimize.minimize``,
 no bounds, Moré–Thuente line search). ``torch.optim.LBFGS`` finds the same optimum in as many
 evaluations, but any ``torch.optim`` optimiser imports ``torch._dynamo`` on first use (0.9 s
-measured here, six times the fit itself; see :mod:`.optim`).
+measured here, ten times the fit itself; see :mod:`.optim`).
 
 The fit is converged when every component of the ELBO gradient w.r.t. (loc, log scale) is at
 most ``cfg.grad_tol`` (judged here, not by SciPy's message); it stops with ``"budget"`` after
@@ -79,7 +79,7 @@ def laplace_start(x: Tensor, y: Tensor, prior_scale: float, *, max_iter: int = 2
     each iteration costs one pass over the data) and the mean-field fit of the Laplace
     approximation there, ``scale_j = 1 / sqrt(Λ_jj)`` with ``Λ`` the negative Hessian of the log
     posterior. For a Gaussian posterior this *is* the mean-field optimum; for ours it is a few
-    L-BFGS iterations from it (measured: 44 → ~15 iterations on the default data)."""
+    L-BFGS iterations from it (measured: 44 → 21 iterations on the default data)."""
     a = torch.cat([torch.ones((x.shape[0], 1), dtype=x.dtype), x], dim=1)
     sign = 2.0 * y - 1.0
     prec = 1.0 / float(prior_scale) ** 2
