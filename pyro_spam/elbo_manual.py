@@ -225,11 +225,13 @@ def elbo_quad(
     *,
     n_total: int | None = None,
     prior_scale: float = 1.0,
+    rule: tuple[Tensor, Tensor] | None = None,
 ) -> ElboParts:
     """The exact ELBO: quadrature expected log-likelihood minus the analytic KL. ``eps`` is
-    ignored (the estimate has no Monte Carlo noise; mini-batches still add subsampling noise)."""
+    ignored (the estimate has no Monte Carlo noise; mini-batches still add subsampling noise).
+    ``rule``: precomputed :func:`gauss_hermite` nodes and weights (default :data:`QUAD_NODES`)."""
     m, v = logit_moments(loc, scale, x)
-    ll = quad_log_lik(m, v, y, n_total)
+    ll = quad_log_lik(m, v, y, n_total, rule)
     kl = kl_analytic(loc, scale, prior_scale)
     return ElboParts(ll - kl, ll, kl)
 

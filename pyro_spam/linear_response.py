@@ -66,10 +66,7 @@ def lr_covariance(x: np.ndarray, y: np.ndarray, loc: np.ndarray, scale: np.ndarr
     rule = em.gauss_hermite(n_nodes, torch.float64)
 
     def elbo(theta: torch.Tensor) -> torch.Tensor:
-        lc, ls = theta[:k1], theta[k1:]
-        sc = torch.exp(ls)
-        m, v = em.logit_moments(lc, sc, xt)
-        return em.quad_log_lik(m, v, yt, rule=rule) - em.kl_analytic(lc, sc, prior_scale)
+        return em.elbo_quad(theta[:k1], torch.exp(theta[k1:]), None, xt, yt, prior_scale=prior_scale, rule=rule).elbo
 
     theta = torch.as_tensor(np.concatenate([loc, np.log(scale)]), dtype=torch.float64)
     h = hessian(elbo, theta).numpy()

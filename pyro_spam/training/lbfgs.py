@@ -62,15 +62,12 @@ class _Objective:
             return self._value
         th = theta.detach().clone().requires_grad_(True)
         loc, log_scale = th[: self.k1], th[self.k1 :]
-        scale = torch.exp(log_scale)
-        m, v = em.logit_moments(loc, scale, self.x)
-        ll = em.quad_log_lik(m, v, self.y, rule=self.rule)
-        kl = em.kl_analytic(loc, scale, self.prior_scale)
-        loss = kl - ll
+        parts = em.elbo_quad(loc, torch.exp(log_scale), None, self.x, self.y, prior_scale=self.prior_scale, rule=self.rule)
+        loss = -parts.elbo
         (g,) = torch.autograd.grad(loss, th)
         self.evaluations += 1
         self._key = theta.detach().clone()
-        self._value = (loss.detach(), g, em.ElboParts((ll - kl).detach(), ll.detach(), kl.detach()))
+        self._value = (loss.detach(), g, em.ElboParts(*(p.detach() for p in parts)))
         return self._value
 
 
