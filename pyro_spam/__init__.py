@@ -4,4 +4,4 @@ Data flow: course ``.npz`` → features (scale → PCA → scale → terms) → 
 mean-field guide → SVI → posterior draws → evaluation → run directory.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import TrainConfig
+from .config import ELBO_TYPES, TrainConfig
 from .errors import ConfigError, PyroSpamError
 
 EXIT_USER_ERROR = 2
@@ -66,9 +66,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (default 0.2)")
     g = p.add_argument_group("training")
     g.add_argument("--elbo", type=_elbos, default=None, metavar="ELBO[,ELBO]",
-                   help="trace (Trace_ELBO, MC KL), meanfield (TraceMeanField_ELBO, analytic KL), quad (exact Gauss–Hermite "
-                        "quadrature ELBO, no Monte Carlo noise), both (= trace,meanfield) or a comma-separated list "
-                        "(default: both with --optimizer adam, quad with lbfgs)")
+                   help="trace (Trace_ELBO, MC KL), meanfield (TraceMeanField_ELBO, analytic KL), stl (sticking the landing: "
+                        "path-derivative gradient), rqmc (scrambled-Sobol draws, analytic KL; -S a power of two), quad (exact "
+                        "Gauss–Hermite quadrature ELBO, no Monte Carlo noise), iwae (importance-weighted bound: a different "
+                        "optimum), score (score-function gradient with a baseline: for teaching, very noisy), both "
+                        "(= trace,meanfield), all, or a comma-separated list (default: both with --optimizer adam, quad with lbfgs)")
     g.add_argument("--optimizer", choices=("adam", "lbfgs"), default=_TRAIN_DEFAULTS.optimizer,
                    help="adam (default): stochastic optimisation with the --stop rule; lbfgs: L-BFGS on the exact quad ELBO, "
                         "full batch, float64, converged at --grad-tol (the optimum in ~0.1 s)")
@@ -210,7 +212,7 @@ def _add_predict_parser(sub: Any) -> None:
     p.add_argument("messages", nargs="*", help="messages to score (put options before MODEL or after the messages)")
     p.add_argument("--file", "-f", default=None, help="read messages from this file, one per line ('-' = stdin)")
     p.add_argument("--embeddings", type=Path, default=None, help=".npz of precomputed embeddings (key X, optional msg) instead of text")
-    p.add_argument("--elbo", choices=("trace", "meanfield", "quad"), default=None,
+    p.add_argument("--elbo", choices=ELBO_TYPES, default=None,
                    help="which model of a run directory (default meanfield, else the first fit)")
     p.add_argument("--level", type=float, default=0.9, help="credible interval level (default 0.9)")
     p.add_argument("--batch-size", type=int, default=64, help="messages per encoder batch (default 64)")
@@ -277,13 +279,17 @@ def _add_compare_parser(sub: Any) -> None:
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs",
                    help="how the sweeps refit: lbfgs (default) = the exact quadrature ELBO's optimum in ~0.1 s per fit; "
                         "adam = SVI with few particles and the run's stop rule (v0.2's path, ~10x slower)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="mini-batch size B of the estimator lab's Monte Carlo / subsampling split of the gradient variance "
+                        "(default: the run's --batch-size; a full-batch run gets no split unless given)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .pipeline.compare import format_compare_summary, run_compare
 
-    summary = run_compare(args.run_dir, quick=args.quick, optimizer=args.optimizer, progress=not args.quiet)
+    summary = run_compare(args.run_dir, quick=args.quick, optimizer=args.optimizer, batch_size=args.batch_size,
+                          progress=not args.quiet)
     print(format_compare_summary(summary, args.run_dir))
     return 0
 

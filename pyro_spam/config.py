@@ -10,8 +10,11 @@ from typing import Any, Literal
 from .errors import ConfigError
 
 MAX_COMPONENTS = 15
-ELBO_TYPES = ("trace", "meanfield", "quad")
-ELBO_CHOICES = ("trace", "meanfield", "quad", "both")
+ELBO_TYPES = ("trace", "meanfield", "stl", "rqmc", "quad", "iwae", "score")
+"""The ELBO estimators (see :mod:`pyro_spam.training.elbos` and :mod:`pyro_spam.elbo_manual`)."""
+ELBO_GROUPS = {"both": ("trace", "meanfield"), "all": ELBO_TYPES}
+"""Names ``--elbo`` accepts for several estimators: ``both`` is the course's pair."""
+ELBO_CHOICES = (*ELBO_TYPES, *ELBO_GROUPS)
 DETERMINISTIC_ELBOS = ("quad",)
 OPTIMIZERS = ("adam", "lbfgs")
 FEATURE_KINDS = ("polynomial", "linear")
@@ -70,10 +73,14 @@ class FeatureConfig:
 class TrainConfig:
     """How the mean-field guide is fitted.
 
-    elbo : {"trace", "meanfield", "quad"} or None, default=None
-        ``Trace_ELBO`` (Monte Carlo KL), ``TraceMeanField_ELBO`` (analytic KL) or the exact
-        quadrature ELBO (Gauss–Hermite on each message's logit, analytic KL: no Monte Carlo
-        noise). None means ``"meanfield"`` for Adam and ``"quad"`` for L-BFGS.
+    elbo : {"trace", "meanfield", "stl", "rqmc", "quad", "iwae", "score"} or None, default=None
+        The estimator: ``Trace_ELBO`` (Monte Carlo KL), ``TraceMeanField_ELBO`` (analytic KL),
+        ``stl`` (sticking the landing: path-derivative gradient), ``rqmc`` (analytic KL, scrambled
+        Sobol draws; ``particles`` a power of two), ``quad`` (the exact quadrature ELBO:
+        Gauss–Hermite on each message's logit, analytic KL, no Monte Carlo noise), ``iwae``
+        (importance-weighted bound, a different optimum) or ``score`` (score-function gradient with
+        a decaying-average baseline, for teaching: ~10⁵× the gradient variance). None means
+        ``"meanfield"`` for Adam and ``"quad"`` for L-BFGS.
     optimizer : {"adam", "lbfgs"}, default="adam"
         ``"adam"``: stochastic optimisation with the stop rule ``stop`` (the course's SVI).
         ``"lbfgs"``: L-BFGS (SciPy's L-BFGS-B, started from the Laplace point) on the exact
@@ -166,6 +173,8 @@ class TrainConfig:
             raise ConfigError(f"quad_nodes must be between 4 and 200 (got {self.quad_nodes})")
         _choice("stop", self.stop, STOP_RULES)
         _positive("particles (S)", self.particles, integer=True)
+        if self.elbo == "rqmc" and self.particles & (self.particles - 1):
+            raise ConfigError(f"the rqmc ELBO needs a power of two particles (Sobol points balance only then; got {self.particles})")
         if self.batch_size is not None:
             _positive("batch size", self.batch_size, integer=True)
         _positive("steps", self.max_steps, integer=True)
@@ -230,12 +239,12 @@ class RunConfig:
 
 def elbo_choice_to_types(choice: str | None, optimizer: str = "adam") -> tuple[str, ...]:
     """Map ``--elbo`` to the tuple of ELBO types to fit: a name, a comma-separated list of names,
-    ``both`` (= ``trace,meanfield``, the course's pair), or None for the optimiser's default
-    (``both`` for Adam, ``quad`` for L-BFGS)."""
+    ``both`` (= ``trace,meanfield``, the course's pair), ``all`` (every estimator), or None for the
+    optimiser's default (``both`` for Adam, ``quad`` for L-BFGS)."""
     if choice is None:
         choice = "quad" if optimizer == "lbfgs" else "both"
     out: list[str] = []
     for name in (c.strip() for c in choice.split(",")):
         _choice("elbo", name, ELBO_CHOICES)
-        out.extend(n for n in (("trace", "meanfield") if name == "both" else (name,)) if n not in out)
+        out.extend(n for n in ELBO_GROUPS.get(name, (name,)) if n not in out)
     return tuple(out)

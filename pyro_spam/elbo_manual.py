@@ -7,15 +7,23 @@ bias column is implicit), ``y`` the (B,) labels 0/1, ``w`` the K+1 coefficients 
 
 * analytic variant: ``ELBO ≈ N/B · 1/S Σ_s log p(y|x, w_s) − KL(q‖p)`` (KL outside the mean);
 * Monte Carlo variant: ``ELBO ≈ 1/S Σ_s [N/B · log p(y|x, w_s) − (log q(w_s) − log p(w_s))]``;
+* sticking-the-landing (``stl``): the Monte Carlo variant's value, with ``log q`` evaluated at
+  loc/scale held constant, so the gradient is the path derivative only (Roeder, Wu & Duvenaud 2017);
+* randomised QMC (``rqmc``): the analytic variant with ``ε`` from a scrambled Sobol sequence
+  (:func:`rqmc_normal`);
+* IWAE (``iwae``): ``log 1/S Σ_s exp f_s`` with ``f_s = N/B · log p(y|x, w_s) + log p(w_s) − log q(w_s)``,
+  a tighter bound than the ELBO with a different optimum (Burda et al. 2016; Pyro's ``RenyiELBO(alpha=0)``);
+* score function (``score``): the Monte Carlo variant's value; gradient ``1/S Σ_s (f_s − b_s) ∇ log q(w_s)``
+  with ``w_s`` held constant and an optional baseline ``b`` (REINFORCE; Pyro's ``TraceGraph_ELBO``
+  with a non-reparameterised guide);
 * quadrature variant (no draws): under q each logit is exactly normal, ``z_i ~ N(m_i, v_i)`` with
   ``m_i = loc0 + x_i · loc[1:]`` and ``v_i = scale0² + Σ_j x_ij² scale_j²``, so
   ``E_q log p(y_i | z_i) = Σ_k ω_k log p(y_i | m_i + sqrt(v_i) t_k)`` over Gauss–Hermite nodes
   ``t_k`` (probabilists' scaling) is exact to ~1e-8 nats at 32 nodes, and
   ``ELBO = N/B · Σ_i E_q log p(y_i|z_i) − KL(q‖p)`` is a smooth deterministic function of (loc, scale).
 
-Particles are vectorised with :func:`torch.func.vmap` (which turns the per-draw matrix-vector
-product into one (S, K) × (K, B) matmul: no S×B×K intermediate), gradients come from
-:func:`torch.func.grad`. This module must never import Pyro: it is the independent reference
+Particles are vectorised as one (S, K) × (K, B) matmul for the logits (:func:`log_lik_draws`: no
+S×B×K intermediate), gradients come from :func:`torch.func.grad`. This module must never import Pyro: it is the independent reference
 that :mod:`pyro_spam.crosscheck` compares Pyro against.
 """
 
@@ -29,13 +37,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.func import grad, vmap
+from torch.func import grad
 
 __all__ = [
     "ElboParts",
     "ELBO_KINDS",
     "logits",
     "log_lik",
+    "log_lik_draws",
     "draw",
     "expected_log_lik",
     "log_normal",
@@ -43,6 +52,13 @@ __all__ = [
     "kl_mc",
     "elbo_analytic",
     "elbo_mc",
+    "elbo_stl",
+    "elbo_iwae",
+    "elbo_score",
+    "score_costs",
+    "rqmc_normal",
+    "draw_noise",
+    "NOISE_SEED_HIGH",
     "QUAD_NODES",
     "gauss_hermite",
     "logit_moments",
@@ -52,7 +68,7 @@ __all__ = [
     "elbo_grad",
 ]
 
-ElboKind = Literal["trace", "meanfield", "quad"]
+ElboKind = Literal["trace", "meanfield", "stl", "rqmc", "quad", "iwae", "score"]
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -80,16 +96,23 @@ def logits(w: Tensor, x: Tensor) -> Tensor:
 
 
 def log_lik(w: Tensor, x: Tensor, y: Tensor) -> Tensor:
-    """Bernoulli log-likelihood ``Σ_i [y_i log s(z_i) + (1 − y_i) log(1 − s(z_i))]`` (eqs. 4–6).
+    """Bernoulli log-likelihood ``Σ_i [y_i log s(z_i) + (1 − y_i) log(1 − s(z_i))]`` (eqs. 4–6) of one draw.
 
-    Evaluated on the logits: eq. 6 is minus the binary cross-entropy with logits,
-    ``y log s(z) + (1 − y) log(1 − s(z)) = y·z − softplus(z)``, which torch computes exactly and
-    finitely for any z (no clamping of probabilities; the same formula as Pyro's
-    ``Bernoulli(logits=z).log_prob``). Returns a scalar.
+    Evaluated on the logits: ``log s(z) = logsigmoid(z)`` and ``log(1 − s(z)) = logsigmoid(−z)``, so
+    each term is ``logsigmoid((2y − 1) z)`` for labels 0/1, exact and finite for any z (no clamping
+    of probabilities; the same value as Pyro's ``Bernoulli(logits=z).log_prob``). Returns a scalar.
     """
     assert y.dim() == 1 and y.shape[0] == x.shape[0], f"y {tuple(y.shape)} does not match x {tuple(x.shape)}"
-    z = logits(w, x)
-    return -F.binary_cross_entropy_with_logits(z, y, reduction="sum")
+    return F.logsigmoid((2.0 * y - 1.0) * logits(w, x)).sum()
+
+
+def log_lik_draws(w: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """:func:`log_lik` of every draw in ``w`` (S, K+1): (S,). One (S, K) × (K, B) matmul for the
+    logits (S, B), no S×B×K intermediate; 3× faster than mapping :func:`log_lik` with ``vmap``."""
+    assert w.dim() == 2 and w.shape[1] == x.shape[1] + 1, f"w {tuple(w.shape)} vs x {tuple(x.shape)}"
+    assert y.dim() == 1 and y.shape[0] == x.shape[0], f"y {tuple(y.shape)} does not match x {tuple(x.shape)}"
+    z = w[:, :1] + w[:, 1:] @ x.T
+    return F.logsigmoid((2.0 * y - 1.0) * z).sum(-1)
 
 
 def draw(loc: Tensor, scale: Tensor, eps: Tensor) -> Tensor:
@@ -111,7 +134,7 @@ def expected_log_lik(w: Tensor, x: Tensor, y: Tensor, n_total: int | None = None
     b = x.shape[0]
     n = b if n_total is None else n_total
     assert 0 < b <= n, f"batch of {b} rows out of {n}"
-    per_particle = vmap(log_lik, in_dims=(0, None, None))(w, x, y)
+    per_particle = log_lik_draws(w, x, y)
     assert per_particle.shape == (w.shape[0],)
     return per_particle.mean() * (n / b)
 
@@ -178,6 +201,123 @@ def elbo_mc(
     return ElboParts(ll - kl, ll, kl)
 
 
+def elbo_stl(
+    loc: Tensor,
+    scale: Tensor,
+    eps: Tensor,
+    x: Tensor,
+    y: Tensor,
+    *,
+    n_total: int | None = None,
+    prior_scale: float = 1.0,
+) -> ElboParts:
+    """Sticking-the-landing ELBO: :func:`elbo_mc`'s value, but ``log q(w_s)`` takes loc/scale as
+    constants, so its gradient is the path derivative alone (the score term ``∂ log q/∂θ`` at fixed
+    ``w``, zero in expectation, is dropped). Unbiased; its variance vanishes where q equals the posterior."""
+    w = draw(loc, scale, eps)
+    ll = expected_log_lik(w, x, y, n_total)
+    log_q = log_normal(w, loc.detach(), scale.detach())
+    kl = (log_q - log_normal(w, 0.0, prior_scale)).mean()
+    return ElboParts(ll - kl, ll, kl)
+
+
+def _particle_log_lik(w: Tensor, x: Tensor, y: Tensor, n_total: int | None) -> Tensor:
+    """``N/B · log p(y | x, w_s)`` per draw: (S,)."""
+    b = x.shape[0]
+    n = b if n_total is None else n_total
+    return log_lik_draws(w, x, y) * (n / b)
+
+
+def elbo_iwae(
+    loc: Tensor,
+    scale: Tensor,
+    eps: Tensor,
+    x: Tensor,
+    y: Tensor,
+    *,
+    n_total: int | None = None,
+    prior_scale: float = 1.0,
+) -> ElboParts:
+    """Importance-weighted bound ``log 1/S Σ_s exp f_s`` (S = 1: the ELBO). ``loglik`` holds the particle
+    mean of the scaled log-likelihood and ``kl`` is ``loglik − bound`` (not a KL divergence)."""
+    w = draw(loc, scale, eps)
+    ll_s = _particle_log_lik(w, x, y, n_total)
+    f = ll_s + log_normal(w, 0.0, prior_scale) - log_normal(w, loc, scale)
+    bound = torch.logsumexp(f, dim=0) - math.log(f.shape[0])
+    ll = ll_s.mean()
+    return ElboParts(bound, ll, ll - bound)
+
+
+def score_costs(
+    loc: Tensor, scale: Tensor, eps: Tensor, x: Tensor, y: Tensor, *, n_total: int | None = None, prior_scale: float = 1.0
+) -> Tensor:
+    """Per-draw ELBO terms ``f_s = N/B · log p(y|x, w_s) + log p(w_s) − log q(w_s)``, (S,), no gradient:
+    what the score estimator's baseline averages."""
+    with torch.no_grad():
+        w = draw(loc, scale, eps)
+        return _particle_log_lik(w, x, y, n_total) + log_normal(w, 0.0, prior_scale) - log_normal(w, loc, scale)
+
+
+def elbo_score(
+    loc: Tensor,
+    scale: Tensor,
+    eps: Tensor,
+    x: Tensor,
+    y: Tensor,
+    *,
+    n_total: int | None = None,
+    prior_scale: float = 1.0,
+    baseline: Tensor | float | None = None,
+) -> ElboParts:
+    """Score-function (REINFORCE) ELBO: the value of :func:`elbo_mc`; the gradient of the returned
+    ``elbo`` is ``1/S Σ_s (f_s − b_s) ∇_θ log q(w_s)`` with the draws ``w_s`` held constant.
+
+    ``baseline``: ``b`` of shape (S,) or a scalar (None: 0), e.g. a decaying average of past
+    :func:`score_costs` (what Pyro's ``use_decaying_avg_baseline`` keeps per particle slot). A
+    constant baseline leaves the estimator unbiased (``E ∇ log q = 0``) and lowers its variance.
+    """
+    w = draw(loc, scale, eps).detach()
+    ll_s = _particle_log_lik(w, x, y, n_total)
+    log_q = log_normal(w, loc, scale)
+    kl_s = log_q - log_normal(w, 0.0, prior_scale)
+    f = (ll_s - kl_s).detach()
+    b = torch.zeros_like(f) if baseline is None else torch.as_tensor(baseline, dtype=f.dtype).expand_as(f)
+    surrogate = (log_q * (f - b)).mean()
+    value = f.mean()
+    elbo_t = value + (surrogate - surrogate.detach())  # value of the estimate, gradient of the surrogate
+    return ElboParts(elbo_t, ll_s.mean(), kl_s.mean().detach())
+
+
+NOISE_SEED_HIGH = 2**62
+"""Sobol scrambles are seeded with ``torch.randint(0, NOISE_SEED_HIGH, (1,))`` from the noise stream
+(the manual engine's generator, Pyro's global one), so both engines scramble alike for one seed."""
+
+
+def rqmc_normal(n: int, dim: int, seed: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``n`` randomised quasi-Monte Carlo standard-normal points in ``dim`` dimensions: (n, dim).
+
+    A scrambled Sobol sequence (``torch.quasirandom.SobolEngine``, Owen scrambling seeded with
+    ``seed``: every point is uniform on the cube, so estimates stay unbiased, while the points cover
+    it more evenly than independent draws) mapped through the normal inverse CDF. Use ``n`` a power
+    of two (the balance of Sobol points holds for those). Uniforms are clipped to
+    [2⁻⁴⁰, 1 − 2⁻⁴⁰] (an exact 0 would map to −∞; |ε| ≤ 7.1).
+    """
+    from torch.quasirandom import SobolEngine
+
+    u = SobolEngine(dim, scramble=True, seed=int(seed)).draw(int(n), dtype=torch.float64)
+    tiny = 2.0**-40
+    return torch.special.ndtri(u.clamp(tiny, 1.0 - tiny)).to(dtype)
+
+
+def draw_noise(kind: str, n: int, dim: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Base noise ``ε`` (n, dim) for one estimate of ``kind`` from ``generator``: scrambled Sobol points for
+    ``"rqmc"`` (one seed drawn from the generator), independent standard normals otherwise."""
+    if kind == "rqmc":
+        seed = int(torch.randint(0, NOISE_SEED_HIGH, (1,), generator=generator))
+        return rqmc_normal(n, dim, seed, dtype)
+    return torch.randn((n, dim), generator=generator, dtype=dtype)
+
+
 QUAD_NODES = 32
 """Gauss–Hermite nodes of the quadrature ELBO. The error grows with the logits' spread under q: at
 the default data's optimum (logit sd ≲ 0.3) 32 nodes are within 6e-9 nats of 128 nodes (24:
@@ -236,7 +376,11 @@ def elbo_quad(
     return ElboParts(ll - kl, ll, kl)
 
 
-_ELBOS: dict[str, Callable[..., ElboParts]] = {"trace": elbo_mc, "meanfield": elbo_analytic, "quad": elbo_quad}
+_ELBOS: dict[str, Callable[..., ElboParts]] = {
+    "trace": elbo_mc, "meanfield": elbo_analytic, "stl": elbo_stl, "rqmc": elbo_analytic, "quad": elbo_quad,
+    "iwae": elbo_iwae, "score": elbo_score,
+}
+"""Estimator name → function. ``rqmc`` is the analytic variant: only its noise differs (:func:`draw_noise`)."""
 ELBO_KINDS = tuple(_ELBOS)
 
 
@@ -250,13 +394,18 @@ def elbo(
     *,
     n_total: int | None = None,
     prior_scale: float = 1.0,
+    baseline: Tensor | float | None = None,
 ) -> ElboParts:
-    """Dispatch on ``kind``: ``"trace"`` → :func:`elbo_mc`, ``"meanfield"`` → :func:`elbo_analytic`,
-    ``"quad"`` → :func:`elbo_quad` (``eps`` unused)."""
+    """Dispatch on ``kind`` (see :data:`ELBO_KINDS`): ``"trace"`` → :func:`elbo_mc`, ``"meanfield"`` and
+    ``"rqmc"`` → :func:`elbo_analytic`, ``"stl"`` → :func:`elbo_stl`, ``"quad"`` → :func:`elbo_quad`
+    (``eps`` unused), ``"iwae"`` → :func:`elbo_iwae`, ``"score"`` → :func:`elbo_score` (the only one
+    that takes ``baseline``)."""
     try:
         fn = _ELBOS[kind]
     except KeyError:
         raise ValueError(f"kind must be one of: {', '.join(_ELBOS)} (got {kind!r})") from None
+    if kind == "score":
+        return fn(loc, scale, eps, x, y, n_total=n_total, prior_scale=prior_scale, baseline=baseline)
     return fn(loc, scale, eps, x, y, n_total=n_total, prior_scale=prior_scale)
 
 
@@ -270,14 +419,17 @@ def elbo_grad(
     *,
     n_total: int | None = None,
     prior_scale: float = 1.0,
+    baseline: Tensor | float | None = None,
 ) -> tuple[tuple[Tensor, Tensor], ElboParts]:
-    """Reparameterisation gradient of the ELBO estimate w.r.t. ``(loc, scale)`` at fixed ``eps``.
+    """Gradient of the ELBO estimate of ``kind`` w.r.t. ``(loc, scale)`` at fixed ``eps`` (the
+    reparameterisation gradient, or the estimator's own: path derivative for ``stl``, score function
+    for ``score``).
 
     Returns ``((d_loc, d_scale), parts)``, both gradients of shape (K+1,), via :func:`torch.func.grad`.
     """
 
     def f(loc_: Tensor, scale_: Tensor) -> tuple[Tensor, ElboParts]:
-        parts = elbo(kind, loc_, scale_, eps, x, y, n_total=n_total, prior_scale=prior_scale)
+        parts = elbo(kind, loc_, scale_, eps, x, y, n_total=n_total, prior_scale=prior_scale, baseline=baseline)
         return parts.elbo, ElboParts(*(p.detach() for p in parts))
 
     grads, parts = grad(f, argnums=(0, 1), has_aux=True)(loc, scale)

@@ -73,10 +73,11 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         Explained variance that ``components="auto"`` aims for.
     features : {"polynomial", "linear"}, default="polynomial"
         Terms ``x_j^j`` (the course's model) or ``x_j``.
-    elbo : {"trace", "meanfield", "quad"} or None, default=None
-        ``Trace_ELBO`` (Monte Carlo KL), ``TraceMeanField_ELBO`` (analytic KL) or the exact
-        Gauss–Hermite quadrature ELBO (no Monte Carlo noise). None: ``"meanfield"`` with Adam,
-        ``"quad"`` with L-BFGS.
+    elbo : {"trace", "meanfield", "stl", "rqmc", "quad", "iwae", "score"} or None, default=None
+        The estimator (see :class:`pyro_spam.config.TrainConfig`): ``Trace_ELBO`` (Monte Carlo
+        KL), ``TraceMeanField_ELBO`` (analytic KL), sticking the landing, randomised QMC (a power
+        of two ``particles``), the exact Gauss–Hermite quadrature ELBO (no Monte Carlo noise),
+        the IWAE bound or the score function. None: ``"meanfield"`` with Adam, ``"quad"`` with L-BFGS.
     optimizer : {"adam", "lbfgs"}, default="adam"
         ``"adam"``: SVI with the stop rule ``stop``. ``"lbfgs"``: L-BFGS on the exact ``quad``
         ELBO, full batch, converged at ``grad_tol``; ~0.1 s per fit on the default data, so use it

@@ -1,4 +1,5 @@
-"""Studies that refit the model on a run's data: prior sensitivity, model size, ELBO estimators.
+"""Studies that refit the model on a run's data: prior sensitivity and model size (the ELBO
+estimators have their own module, :mod:`pyro_spam.estimator_lab`).
 
 Numbers only (no run-directory I/O, no figures, no report); ``pyro-spam compare RUN_DIR``
 (:func:`pyro_spam.pipeline.compare.run_compare`) runs them on a finished run and writes them into it.
@@ -7,11 +8,6 @@ Numbers only (no run-directory I/O, no figures, no report); ``pyro-spam compare 
   0.1, 1 and 10 on the run's own features;
 * **model size** (:func:`model_size_sweep`): held-out lppd for K = 1…15 with polynomial
   (``x_j^j``) versus linear (``x_j``) terms;
-* **ELBO estimators** (:func:`estimator_variance`, :func:`training_curves`): at fixed guide
-  parameters (initial and fitted), the variance of the ELBO estimate and of its gradient for
-  Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` and the hand-written
-  :mod:`pyro_spam.elbo_manual` (both KL variants), for S = 1, 4, 16, 64, 256 particles; and the
-  training curves of each.
 
 The sweeps refit the model tens of times, so by default they use the exact deterministic path:
 L-BFGS on the quadrature ELBO (:mod:`pyro_spam.training.lbfgs`, ~0.1 s and the optimum itself per
@@ -22,8 +18,8 @@ settings; they are written to ``summary.json`` and quoted in the report.
 
 Python use::
 
-    from pyro_spam.studies import QUICK, estimator_variance
-    est = estimator_variance(X_train, y_train, {"fitted": (loc, scale)}, QUICK.est_S, QUICK.est_reps)
+    from pyro_spam.studies import QUICK, prior_sensitivity
+    res = prior_sensitivity(X_train, y_train, X_test, y_test, TrainConfig(), QUICK)
 """
 
 from __future__ import annotations
@@ -31,27 +27,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyro
-import torch
-from scipy.stats import bootstrap
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from . import elbo_manual as em
 from .config import MAX_COMPONENTS, FeatureConfig, TrainConfig
 from .errors import PyroSpamError
 from .evaluate import intercept_only_lppd, lppd_pointwise
 from .features import build_features
-from .guide import LOC, SCALE, make_guide
-from .model import model
 from .posterior import draw_weights, predict_draws
-from .training.elbos import make_elbo
 from .training.engines import fit, torch_threads
 from .types import Dataset, ElboHistory, FitResult, TrainState
 
@@ -61,24 +49,11 @@ __all__ = [
     "CompareSettings",
     "FULL",
     "QUICK",
-    "ESTIMATORS",
     "heldout_lppd",
     "prior_sensitivity",
     "sweep_features",
     "model_size_sweep",
-    "estimator_draws",
-    "estimator_variance",
-    "training_curves",
 ]
-
-#: The four ELBO estimators compared: (label, implementation, KL variant).
-ESTIMATORS: tuple[tuple[str, str, str], ...] = (
-    ("Pyro Trace_ELBO", "pyro", "trace"),
-    ("Pyro TraceMeanField_ELBO", "pyro", "meanfield"),
-    ("manual MC KL", "manual", "trace"),
-    ("manual analytic KL", "manual", "meanfield"),
-)
-
 
 @dataclass(frozen=True)
 class CompareSettings:
@@ -102,13 +77,16 @@ class CompareSettings:
     ks : tuple of int or None, default=None
         Model sizes K of the sweep; None means 1…min(15, dim).
     est_S : tuple of int, default=(1, 4, 16, 64, 256)
-        Particle counts of the estimator-variance study.
+        Particle counts of the estimator lab (:mod:`pyro_spam.estimator_lab`).
     est_reps : int, default=64
         Independent estimates per (estimator, guide, S); a variance has a relative standard
-        error of about sqrt(2 / (reps − 1)) (18 % at 64); ratios within a pair share noise and
-        are much tighter (paired bootstrap interval).
+        error of about sqrt(2 / (reps − 1)) (18 % at 64); ratios between estimators that share
+        noise are much tighter (bootstrap interval).
+    split_batch_size : int or None, default=None
+        Mini-batch size of the Monte Carlo / subsampling split of the gradient variance; None uses
+        the run's ``batch_size`` (no split for a full-batch run).
     curve_particles, curve_max_steps : int or None, default=None
-        Particles and step budget of the training curves; None uses the run's.
+        Particles and step budget of each estimator's training run; None uses the run's.
     bootstrap : int, default=1000
         Bootstrap resamples for the confidence interval of variance ratios.
     """
@@ -125,6 +103,7 @@ class CompareSettings:
     ks: tuple[int, ...] | None = None
     est_S: tuple[int, ...] = (1, 4, 16, 64, 256)
     est_reps: int = 64
+    split_batch_size: int | None = None
     curve_particles: int | None = None
     curve_max_steps: int | None = None
     bootstrap: int = 1000
@@ -307,179 +286,3 @@ def model_size_sweep(
         "intercept_only": intercept_only_lppd(fs.y_train, fs.y_test),
         "n_test": int(fs.y_test.size),
     }
-
-
-# ---------------------------------------------------------------- ELBO estimators: variance
-
-
-def _pyro_value_and_grad(kind: str, x: torch.Tensor, y: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
-                         particles: int, prior_scale: float, seed: int) -> tuple[float, np.ndarray, np.ndarray]:
-    """One Pyro ELBO estimate (the ELBO object training uses) and its gradient w.r.t. (loc, scale).
-
-    Works for S = 1 too (Pyro does not vectorise a single particle, so ``w`` is (K+1,)). The
-    gradient w.r.t. the positive ``scale`` comes from the unconstrained parameter
-    ``u = log scale`` by the chain rule ``∂/∂scale = (∂/∂u) / scale``.
-    """
-    pyro.clear_param_store()
-    pyro.set_rng_seed(seed)
-    guide = make_guide(init_loc=loc, init_scale_vec=scale)
-    elbo = make_elbo(kind, particles)
-    loss, _ = elbo.loss_and_loglik(model, guide, x, y, None, prior_scale)
-    params = dict(pyro.get_param_store().named_parameters())
-    g_loc, g_u = torch.autograd.grad(loss, [params[LOC], params[SCALE]])
-    return -float(loss.detach()), (-g_loc).numpy().astype(np.float64), (-g_u / scale).numpy().astype(np.float64)
-
-
-def estimator_draws(
-    x: np.ndarray,
-    y: np.ndarray,
-    loc: np.ndarray,
-    scale: np.ndarray,
-    S: int,
-    reps: int,
-    *,
-    prior_scale: float = 1.0,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float32,
-) -> dict[str, dict[str, np.ndarray]]:
-    """``reps`` independent ELBO estimates and gradients with S particles from each of :data:`ESTIMATORS`.
-
-    The two Pyro estimators share each replicate's noise (same seed: the guide draws first), and
-    so do the two manual ones (a private generator seeded with ``seed + 1``), so differences
-    within a pair are measured with common random numbers.
-
-    Returns
-    -------
-    dict
-        ``{label: {"elbo": (reps,), "grad_loc": (reps, K+1), "grad_scale": (reps, K+1), "seconds": float}}``.
-    """
-    xt, yt = torch.as_tensor(x, dtype=dtype), torch.as_tensor(y, dtype=dtype)
-    lt, st = torch.as_tensor(loc, dtype=dtype), torch.as_tensor(scale, dtype=dtype)
-    k1 = lt.shape[0]
-    out: dict[str, dict[str, Any]] = {}
-    store = pyro.get_param_store()
-    with torch_threads(1), store.scope(), torch.random.fork_rng(devices=[]):
-        for label, impl, kind in ESTIMATORS:
-            if impl != "pyro":
-                continue
-            e, gl, gs = np.empty(reps), np.empty((reps, k1)), np.empty((reps, k1))
-            t0 = time.perf_counter()
-            for r in range(reps):
-                e[r], gl[r], gs[r] = _pyro_value_and_grad(kind, xt, yt, lt, st, S, prior_scale, seed * 100_003 + r)
-            out[label] = {"elbo": e, "grad_loc": gl, "grad_scale": gs, "seconds": (time.perf_counter() - t0) / reps}
-        pyro.clear_param_store()
-    gen = torch.Generator().manual_seed(seed + 1)
-    eps_all = torch.randn((reps, S, k1), generator=gen, dtype=dtype)
-    with torch_threads(1):
-        for label, impl, kind in ESTIMATORS:
-            if impl != "manual":
-                continue
-            e, gl, gs = np.empty(reps), np.empty((reps, k1)), np.empty((reps, k1))
-            t0 = time.perf_counter()
-            for r in range(reps):
-                (g_loc, g_scale), parts = em.elbo_grad(kind, lt, st, eps_all[r], xt, yt, prior_scale=prior_scale)
-                e[r], gl[r], gs[r] = float(parts.elbo), g_loc.numpy(), g_scale.numpy()
-            out[label] = {"elbo": e, "grad_loc": gl, "grad_scale": gs, "seconds": (time.perf_counter() - t0) / reps}
-    return {label: out[label] for label, _, _ in ESTIMATORS}
-
-
-def _grad_var(d: Mapping[str, np.ndarray]) -> tuple[float, float]:
-    """Total gradient variance (trace of the covariance) of the loc and scale blocks."""
-    return float(d["grad_loc"].var(axis=0, ddof=1).sum()), float(d["grad_scale"].var(axis=0, ddof=1).sum())
-
-
-def _ratio_ci(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], what: str, n_boot: int,
-              seed: int) -> tuple[float, float, float]:
-    """Variance ratio var(a)/var(b) with a paired percentile-bootstrap 95 % interval over replicates."""
-
-    def stat(idx: np.ndarray) -> float:
-        if what == "elbo":
-            va, vb = a["elbo"][idx].var(ddof=1), b["elbo"][idx].var(ddof=1)
-        else:
-            va = a["grad_loc"][idx].var(axis=0, ddof=1).sum() + a["grad_scale"][idx].var(axis=0, ddof=1).sum()
-            vb = b["grad_loc"][idx].var(axis=0, ddof=1).sum() + b["grad_scale"][idx].var(axis=0, ddof=1).sum()
-        return float(va / vb) if vb > 0 else float("nan")
-
-    idx = np.arange(a["elbo"].size)
-    # resampling replicate indices keeps each replicate's (a, b) pair together
-    res = bootstrap((idx,), stat, n_resamples=n_boot, method="percentile", vectorized=False,
-                    random_state=np.random.default_rng(seed))
-    return stat(idx), float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def estimator_variance(
-    x: np.ndarray,
-    y: np.ndarray,
-    guides: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    S_values: Sequence[int] = FULL.est_S,
-    reps: int = FULL.est_reps,
-    *,
-    prior_scale: float = 1.0,
-    seed: int = 0,
-    n_boot: int = FULL.bootstrap,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Variance of the ELBO estimate and of its gradient for each estimator, guide and S.
-
-    Parameters
-    ----------
-    x, y : ndarray
-        Training inputs (N, K) and labels (N,) (full data: no mini-batch noise).
-    guides : mapping of name to (loc, scale)
-        Fixed guide parameters, e.g. ``{"initial": …, "fitted": …}``.
-
-    Returns
-    -------
-    dict
-        ``table``: one row per (guide, estimator, S) with ``mean_elbo``, ``var_elbo``
-        (nats²), ``var_grad`` (trace of the gradient covariance over loc and scale),
-        ``var_grad_loc``, ``var_grad_scale`` and ``ms_per_eval``; ``ratios``: per guide and S
-        the ratio Trace_ELBO / TraceMeanField_ELBO of the ELBO and gradient variances with
-        paired bootstrap 95 % intervals (Pyro pair and manual pair); ``S``, ``reps``.
-    """
-    table, ratios = [], []
-    tasks = [(g, int(s)) for g in guides for s in S_values]
-    for i, (gname, S) in enumerate(tqdm(tasks, desc="estimator variance", disable=not progress, leave=False)):
-        loc, scale = guides[gname]
-        d = estimator_draws(x, y, loc, scale, S, reps, prior_scale=prior_scale, seed=seed + 1000 * i)
-        for label, impl, kind in ESTIMATORS:
-            v_loc, v_scale = _grad_var(d[label])
-            table.append({
-                "guide": gname, "estimator": label, "implementation": impl, "kl": kind, "S": S,
-                "mean_elbo": float(d[label]["elbo"].mean()), "var_elbo": float(d[label]["elbo"].var(ddof=1)),
-                "var_grad": v_loc + v_scale, "var_grad_loc": v_loc, "var_grad_scale": v_scale,
-                "ms_per_eval": 1000 * d[label]["seconds"],
-            })
-        for pair, (num, den) in (("pyro", ESTIMATORS[:2]), ("manual", ESTIMATORS[2:])):
-            row: dict[str, Any] = {"guide": gname, "S": S, "pair": pair, "numerator": num[0], "denominator": den[0]}
-            for what in ("elbo", "grad"):
-                r, lo, hi = _ratio_ci(d[num[0]], d[den[0]], what, n_boot, seed + i)
-                row[f"{what}_ratio"], row[f"{what}_lo"], row[f"{what}_hi"] = r, lo, hi
-            ratios.append(row)
-    return {"S": [int(s) for s in S_values], "reps": int(reps),
-            "guides": {g: {"loc": loc, "scale": scale} for g, (loc, scale) in guides.items()},
-            "table": table, "ratios": ratios}
-
-
-# ---------------------------------------------------------------- ELBO estimators: training curves
-
-
-def training_curves(
-    x: np.ndarray, y: np.ndarray, base: TrainConfig, *, progress: bool = False
-) -> dict[str, dict[str, Any]]:
-    """Fit with each estimator from the same start and seed; ELBO per step and wall-clock time.
-
-    Pyro estimators use the SVI engine, manual ones the plain-torch engine; everything else is
-    ``base``. The wall-clock axis spreads each fit's measured total time evenly over its steps
-    (the per-step cost is constant: same data, same S).
-    """
-    out = {}
-    for label, impl, kind in tqdm(ESTIMATORS, desc="training curves", disable=not progress, leave=False):
-        cfg = dataclasses.replace(base, engine="svi" if impl == "pyro" else "manual", elbo=kind)
-        fr = fit(x, y, cfg)
-        out[label] = {
-            "elbo": fr.history.elbo, "seconds": fr.seconds, "steps": fr.steps, "stop_reason": fr.stop_reason,
-            "final_elbo": float(np.mean(fr.history.elbo[-min(100, fr.steps):])),
-            "ms_per_step": 1000 * fr.seconds / max(1, fr.steps), "loc": fr.loc, "scale": fr.scale,
-        }
-    return out

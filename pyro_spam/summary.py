@@ -36,16 +36,23 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the layout below. Files written by pyro-spam 0.1.0 have no ``schema_version`` and are
 version 1. Version 2: ``fits[elbo]["stop_reason"]`` says ``"budget"`` where version 1 said
-``"max_steps"``, and every fit has a ``convergence`` block."""
+``"max_steps"``, and every fit has a ``convergence`` block. Version 3 (0.4.0): ``estimators`` (written
+by ``compare``) is the estimator lab: ``table`` records are keyed by estimator *name* (``trace``,
+``meanfield``, ``stl``, …) with ``grad_var_loc``/``grad_var_log_scale`` (the old ``var_grad*`` and
+``implementation`` fields are gone), ``ratios`` compare each estimator with ``trace``, and ``curves``
+became ``runs``."""
 
-ELBO_CLASS = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "quad": "QuadratureELBO"}
-"""The ELBO class behind each ELBO type (Pyro's, or this package's ``training.elbos.QuadratureELBO``)."""
+ELBO_CLASS = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "stl": "StlELBO", "rqmc": "RqmcELBO",
+              "quad": "QuadratureELBO", "iwae": "RenyiELBO(alpha=0)", "score": "TraceGraph_ELBO (score function)"}
+"""The ELBO class behind each ELBO type (Pyro's, or this package's in ``training.elbos``)."""
 
 ELBO_LABELS = {"trace": "Trace_ELBO (MC KL)", "meanfield": "TraceMeanField_ELBO (analytic KL)",
-               "quad": "exact quadrature ELBO (Gauss–Hermite, analytic KL)"}
+               "stl": "sticking the landing (path gradient)", "rqmc": "randomised QMC (Sobol, analytic KL)",
+               "quad": "exact quadrature ELBO (Gauss–Hermite, analytic KL)", "iwae": "IWAE bound (RenyiELBO α=0)",
+               "score": "score function (REINFORCE + baseline)"}
 """How tables, legends and the report name each ELBO type."""
 
 FIT_LABELS = {k: f"VI, {v}" for k, v in ELBO_CLASS.items()}

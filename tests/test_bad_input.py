@@ -263,7 +263,7 @@ CASES = [
     Case("variance-target-zero", lambda t, b, r: _run(_npz(t, b), t, "--variance-target", "0"), r"variance_target must be in \(0, 1\] \(got 0\.0\)"),
     Case("draws-zero", lambda t, b, r: _run(_npz(t, b), t, "--draws", "0"), r"num_draws must be a positive finite number \(got 0\)"),
     Case("seed-negative", lambda t, b, r: _run(_npz(t, b), t, "--seed", "-1"), r"seed must be a whole number >= 0 \(got -1\)"),
-    Case("unknown-elbo", lambda t, b, r: _run(_npz(t, b), t, "--elbo", "renyi"), r"argument --elbo: elbo must be one of: trace, meanfield, quad, both \(got 'renyi'\)"),
+    Case("unknown-elbo", lambda t, b, r: _run(_npz(t, b), t, "--elbo", "renyi"), r"argument --elbo: elbo must be one of: trace, meanfield, stl, rqmc, quad, iwae, score, both, all \(got 'renyi'\)"),
     Case("lbfgs-with-mc-elbo", lambda t, b, r: _run(_npz(t, b), t, "--optimizer", "lbfgs", "--elbo", "trace"),
          r"the lbfgs optimizer needs the deterministic 'quad' ELBO"),
     Case("lbfgs-with-minibatch", lambda t, b, r: _run(_npz(t, b), t, "--optimizer", "lbfgs", "--batch-size", "10"),

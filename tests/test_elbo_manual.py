@@ -82,7 +82,7 @@ def test_minibatches_of_a_partition_average_to_the_full_data_elbo():
     x, y, loc, scale, g = _problem(n=300, seed=4)
     eps = torch.randn((16, loc.shape[0]), generator=g, dtype=DT)
     perm = torch.randperm(300, generator=g)
-    for kind in em.ELBO_KINDS:
+    for kind in (k for k in em.ELBO_KINDS if k != "iwae"):  # log-mean-exp is not linear in the rows
         full = em.elbo(kind, loc, scale, eps, x, y).elbo
         batches = [em.elbo(kind, loc, scale, eps, x[i], y[i], n_total=300).elbo for i in perm.split(50)]
         # Mean over the 6 batches of (N/B)·Σ_batch = Σ_full algebraically; float64 rounding ~1e-13.

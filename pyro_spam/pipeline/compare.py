@@ -2,8 +2,9 @@
 run and written into its directory.
 
 Reads the run with :func:`pyro_spam.io.run_reader.read_run`, refits around its primary fit
-(:func:`pyro_spam.summary.primary_fit`), adds ``summary["compare"]`` and ``summary["estimators"]``,
-``estimator_curves.npz`` and four figures, and re-renders the report.
+(:func:`pyro_spam.summary.primary_fit`), adds ``summary["compare"]`` (the sweeps of
+:mod:`pyro_spam.studies`) and ``summary["estimators"]`` (the estimator lab,
+:mod:`pyro_spam.estimator_lab`), ``estimator_curves.npz`` and the figures, and re-renders the report.
 
 Python use::
 
@@ -27,22 +28,16 @@ from ..errors import PyroSpamError
 from ..io.run_reader import read_run, read_summary
 from ..io.rundir import SUMMARY, save_figure, to_jsonable, write_json, write_npz
 from ..report import render_report
-from ..studies import (
-    ESTIMATORS,
-    FULL,
-    QUICK,
-    CompareSettings,
-    estimator_variance,
-    model_size_sweep,
-    prior_sensitivity,
-    training_curves,
-)
+from ..estimator_lab import estimator_variance, minibatch_split, optimum, stl_floor, training_runs
+from ..studies import FULL, QUICK, CompareSettings, model_size_sweep, prior_sensitivity
 from ..summary import primary_fit
 
 COMPARE_FIGURES = (
     "compare_prior_sensitivity.png", "compare_model_size.png", "estimators_variance.png", "estimators_training.png",
 )
-"""The figures ``compare`` draws, in the order the report shows them."""
+"""The figures ``compare`` always draws, in the order the report shows them."""
+SPLIT_FIGURE = "estimators_minibatch_split.png"
+"""Drawn when the estimator lab has a mini-batch split (a ``--batch-size`` run, or ``compare --batch-size``)."""
 
 
 def _primary_guide(summary: Mapping[str, Any]) -> tuple[str, np.ndarray, np.ndarray]:
@@ -55,8 +50,8 @@ def _primary_guide(summary: Mapping[str, Any]) -> tuple[str, np.ndarray, np.ndar
 
 
 def draw_compare_figures(run_dir: str | Path, summary: Mapping[str, Any] | None = None) -> list[str]:
-    """(Re)draw the four comparison figures from ``summary.json`` and ``estimator_curves.npz``."""
-    from ..plots.estimators import plot_estimator_variance, plot_training_curves
+    """(Re)draw the comparison figures from ``summary.json`` and ``estimator_curves.npz``."""
+    from ..plots.estimators import plot_estimator_variance, plot_minibatch_split, plot_training_runs
     from ..plots.evaluation import plot_model_size, plot_prior_sensitivity
 
     run_dir = Path(run_dir)
@@ -64,23 +59,27 @@ def draw_compare_figures(run_dir: str | Path, summary: Mapping[str, Any] | None 
     c, est = s["compare"], s["estimators"]
     with np.load(run_dir / "estimator_curves.npz", allow_pickle=False) as z:
         labels = [str(v) for v in z["labels"]]
-        curves = {lab: {"elbo": z[f"elbo_{i}"], "seconds": float(z["seconds"][i])} for i, lab in enumerate(labels)}
+        curves = {lab: {**est["runs"][lab], "elbo": z[f"elbo_{i}"]} for i, lab in enumerate(labels)}
     figs = {
         COMPARE_FIGURES[0]: plot_prior_sensitivity(c["prior_sensitivity"])[0].figure,
         COMPARE_FIGURES[1]: plot_model_size(c["model_size"]).figure,
         COMPARE_FIGURES[2]: plot_estimator_variance(est),
-        COMPARE_FIGURES[3]: plot_training_curves(curves)[0].figure,
+        COMPARE_FIGURES[3]: plot_training_runs(curves, reference_elbo=(est.get("exact") or {}).get("fitted", {}).get("elbo")),
     }
+    if est.get("minibatch_split"):
+        figs[SPLIT_FIGURE] = plot_minibatch_split(est["minibatch_split"])
     for name, fig in figs.items():
         save_figure(fig, run_dir / name)
     return list(figs)
 
 
 def run_compare(run_dir: str | Path, *, quick: bool = False, settings: CompareSettings | None = None,
-                optimizer: str | None = None, progress: bool = False) -> dict[str, Any]:
-    """Run the sweeps and the estimator comparison on the run in ``run_dir`` and add them to it.
+                optimizer: str | None = None, batch_size: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run the sweeps and the estimator lab on the run in ``run_dir`` and add them to it.
 
-    ``optimizer`` overrides the settings' ``sweep_optimizer`` (``"lbfgs"``, the default, or ``"adam"``).
+    ``optimizer`` overrides the settings' ``sweep_optimizer`` (``"lbfgs"``, the default, or ``"adam"``);
+    ``batch_size`` the settings' ``split_batch_size`` (the mini-batch of the Monte Carlo /
+    subsampling split; default: the run's batch size, none for a full-batch run).
     Writes ``summary["compare"]`` (prior sensitivity, model size, settings) and
     ``summary["estimators"]`` (variance table, ratios, training curves) to ``summary.json``
     atomically, the figures, ``estimator_curves.npz``, and re-renders ``report.md``/``report.html``.
@@ -93,6 +92,8 @@ def run_compare(run_dir: str | Path, *, quick: bool = False, settings: CompareSe
         if optimizer not in ("lbfgs", "adam"):
             raise PyroSpamError(f"optimizer must be 'lbfgs' or 'adam' (got {optimizer!r})")
         s = dataclasses.replace(s, sweep_optimizer=optimizer)
+    if batch_size is not None:
+        s = dataclasses.replace(s, split_batch_size=int(batch_size))
     run = read_run(run_dir)
     run_dir, summary, config, feats = run.path, run.summary, run.config, run.features
     base = config.train
@@ -113,33 +114,47 @@ def run_compare(run_dir: str | Path, *, quick: bool = False, settings: CompareSe
     size["run_kind"] = config.features.kind
     timings["model_size"] = time.perf_counter() - t
 
+    x, y = feats["X_train"], feats["y_train"]
+    split_b = s.split_batch_size if s.split_batch_size is not None else base.batch_size
+    if split_b is not None and not 0 < split_b < len(y):
+        raise PyroSpamError(f"--batch-size must be between 1 and {len(y) - 1} for this run's {len(y)} training rows (got {split_b})")
     t = time.perf_counter()
+    ref = optimum(x, y, prior_scale=base.prior_scale)
     k1 = loc.size
-    guides = {"initial": (np.zeros(k1), np.full(k1, base.init_scale)), "fitted": (loc, scale)}
-    est = estimator_variance(feats["X_train"], feats["y_train"], guides, s.est_S, s.est_reps,
-                             prior_scale=base.prior_scale, seed=base.seed, n_boot=s.bootstrap, progress=progress)
-    est["fitted_from"] = kind
+    guides = {"initial": (np.zeros(k1), np.full(k1, base.init_scale)), "fitted": ref}
+    est = estimator_variance(x, y, guides, s.est_S, s.est_reps, prior_scale=base.prior_scale, seed=base.seed,
+                             n_boot=s.bootstrap, progress=progress)
+    est["fitted_from"] = "exact optimum (L-BFGS on the quadrature ELBO)"
+    est["stl_floor"] = stl_floor(x, y, *ref, prior_scale=base.prior_scale)
+    est["coef_names"] = coef_names
     timings["estimator_variance"] = time.perf_counter() - t
+    est["minibatch_split"] = None
+    if split_b is not None:
+        t = time.perf_counter()
+        est["minibatch_split"] = minibatch_split(x, y, *ref, int(split_b), s.est_S, s.est_reps, prior_scale=base.prior_scale,
+                                                 seed=base.seed, progress=progress)
+        timings["minibatch_split"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    curve_cfg = dataclasses.replace(base, particles=s.curve_particles or base.particles,
-                                    max_steps=s.curve_max_steps or base.max_steps)
-    curves = training_curves(feats["X_train"], feats["y_train"], curve_cfg, progress=progress)
-    timings["training_curves"] = time.perf_counter() - t
-    est["curves"] = {k: {kk: vv for kk, vv in v.items() if kk != "elbo"} for k, v in curves.items()}
-    est["curve_config"] = {"particles": curve_cfg.particles, "max_steps": curve_cfg.max_steps, "lr": curve_cfg.lr,
-                           "batch_size": curve_cfg.batch_size, "seed": curve_cfg.seed}
-    elbos = {f"elbo_{i}": curves[lab]["elbo"] for i, (lab, _, _) in enumerate(ESTIMATORS)}
-    write_npz(run_dir / "estimator_curves.npz", **elbos,
-              labels=np.array([lab for lab, _, _ in ESTIMATORS], dtype=str),
-              seconds=np.array([curves[lab]["seconds"] for lab, _, _ in ESTIMATORS]))
+    run_cfg = dataclasses.replace(base, particles=s.curve_particles or base.particles, max_steps=s.curve_max_steps or base.max_steps)
+    runs = training_runs(x, y, run_cfg, reference=ref, progress=progress)
+    timings["training_runs"] = time.perf_counter() - t
+    est["optimum"] = {"loc": ref[0], "scale": ref[1]}
+    est["runs"] = {k: {kk: vv for kk, vv in v.items() if kk != "elbo"} for k, v in runs.items()}
+    est["run_config"] = {"optimizer": "adam", "engine": "svi", "particles": run_cfg.particles, "max_steps": run_cfg.max_steps,
+                         "lr": run_cfg.lr, "batch_size": run_cfg.batch_size, "stop": run_cfg.stop, "seed": run_cfg.seed}
+    labels = list(runs)
+    write_npz(run_dir / "estimator_curves.npz", **{f"elbo_{i}": runs[k]["elbo"] for i, k in enumerate(labels)},
+              labels=np.array(labels, dtype=str), seconds=np.array([runs[k]["seconds"] for k in labels]))
 
     timings["total"] = time.perf_counter() - t_all
     summary["compare"] = {"settings": dataclasses.asdict(s), "quick": bool(quick), "prior_sensitivity": prior,
                           "model_size": size, "seconds": timings, "figures": list(COMPARE_FIGURES)}
     summary["estimators"] = est
     figures = summary.setdefault("figures", [])
-    figures.extend(n for n in COMPARE_FIGURES if n not in figures)
+    drawn = COMPARE_FIGURES + ((SPLIT_FIGURE,) if est["minibatch_split"] else ())
+    figures.extend(n for n in drawn if n not in figures)
+    summary["compare"]["figures"] = list(drawn)
     summary = json.loads(json.dumps(to_jsonable(summary)))
     write_json(run_dir / SUMMARY, summary)  # the expensive numbers first, then what is drawn from them
     draw_compare_figures(run_dir, summary)
@@ -157,8 +172,11 @@ def format_compare_summary(summary: Mapping[str, Any], run_dir: str | Path) -> s
         lines.append(f"{kind:>10} terms: best K={res['best_k']} (lppd {max(res['lppd']):.4f}), "
                      f"one-SE K={res['one_se_k']}")
     for r in est["ratios"]:
-        if r["pair"] == "pyro" and r["S"] == 64:
-            lines.append(f"gradient variance Trace_ELBO / TraceMeanField_ELBO at S=64, {r['guide']} guide: "
-                         f"{r['grad_ratio']:.3f} [95% CI {r['grad_lo']:.3f}, {r['grad_hi']:.3f}]")
+        if r["guide"] == "fitted" and r["S"] == 16 and r["estimator"] in ("stl", "rqmc", "score"):
+            lines.append(f"gradient variance {r['estimator']} / trace at S=16, fitted guide: loc {r['loc_ratio']:.3g} "
+                         f"[{r['loc_lo']:.3g}, {r['loc_hi']:.3g}], log-scale {r['log_scale_ratio']:.3g} "
+                         f"[{r['log_scale_lo']:.3g}, {r['log_scale_hi']:.3g}]")
+    reached = [k for k, v in est["runs"].items() if v["reached"]]
+    lines.append(f"training runs reaching the exact optimum (loc within 0.3 sd, scale within 15 %): {', '.join(reached) or 'none'}")
     lines.append(f"compare took {c['seconds']['total']:.0f} s; report: {Path(run_dir) / 'report.html'}")
     return "\n".join(lines)

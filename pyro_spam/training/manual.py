@@ -19,8 +19,9 @@ like it step for step:
   records no optimiser/RNG state, so ``FitResult.state`` is None (the checkpoint builds the
   resume state from loc, scale, history and ``extra``).
 
-``cfg.elbo`` picks the variant: ``"trace"`` → Monte Carlo KL inside the expectation,
-``"meanfield"`` → analytic KL (see :func:`elbo_manual.elbo`).
+``cfg.elbo`` picks the estimator (see :func:`elbo_manual.elbo`); ``rqmc`` draws scrambled Sobol
+points seeded from the noise generator (as Pyro's RQMC ELBO seeds from the global one), ``score``
+keeps Pyro's decaying-average baseline per particle slot (β = 0.9, starting at 0).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from .loop import batch_stream, check_batch_size, fit_result, run_steps, train_s
 from .optim import Adam
 from .stopping import stop_rule_for
 
+SCORE_BASELINE_BETA = 0.9
+"""As :data:`pyro_spam.training.elbos.SCORE_BASELINE_BETA` (Pyro's default; this engine imports no Pyro)."""
+
 __all__ = ["fit_manual"]
 
 
@@ -59,13 +63,28 @@ class ManualStepper:
             parts = em.elbo(cfg.elbo, loc_, torch.exp(log_scale_), eps, xb, yb, n_total=n, prior_scale=cfg.prior_scale)
             return -parts.elbo, em.ElboParts(*(p.detach() for p in parts))
 
-        self.grad_fn = grad(neg_elbo, argnums=(0, 1), has_aux=True)
+        def neg_elbo_score(loc_: Tensor, log_scale_: Tensor, eps: Tensor, xb: Tensor, yb: Tensor,
+                           b: Tensor) -> tuple[Tensor, em.ElboParts]:
+            parts = em.elbo_score(loc_, torch.exp(log_scale_), eps, xb, yb, n_total=n, prior_scale=cfg.prior_scale, baseline=b)
+            return -parts.elbo, em.ElboParts(*(p.detach() for p in parts))
+
+        self.grad_fn = grad(neg_elbo_score if cfg.elbo == "score" else neg_elbo, argnums=(0, 1), has_aux=True)
+        self.baseline = torch.zeros(cfg.particles)
 
     def step(self, step: int, idx: Tensor | None, last: Params | None) -> tuple[float, float]:
         xb, yb = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
         k1 = self.loc.shape[0]
-        eps = torch.randn((self.cfg.particles, 1, k1), generator=self.noise).reshape(self.cfg.particles, k1)
-        (g_loc, g_log_scale), parts = self.grad_fn(self.loc.detach(), self.log_scale.detach(), eps, xb, yb)
+        if self.cfg.elbo == "rqmc":
+            eps = em.draw_noise("rqmc", self.cfg.particles, k1, self.noise)
+        else:
+            eps = torch.randn((self.cfg.particles, 1, k1), generator=self.noise).reshape(self.cfg.particles, k1)
+        loc, log_scale = self.loc.detach(), self.log_scale.detach()
+        if self.cfg.elbo == "score":
+            (g_loc, g_log_scale), parts = self.grad_fn(loc, log_scale, eps, xb, yb, self.baseline)
+            f = em.score_costs(loc, torch.exp(log_scale), eps, xb, yb, n_total=self.x.shape[0], prior_scale=self.cfg.prior_scale)
+            self.baseline = (1.0 - SCORE_BASELINE_BETA) * f + SCORE_BASELINE_BETA * self.baseline
+        else:
+            (g_loc, g_log_scale), parts = self.grad_fn(loc, log_scale, eps, xb, yb)
         ll, kl = float(parts.loglik), float(parts.kl)
         if not (math.isfinite(ll) and math.isfinite(kl)):  # checked before the update is applied
             raise_nonfinite(step, kl - ll, ll, last)

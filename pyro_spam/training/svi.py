@@ -145,12 +145,17 @@ def _param_store_state() -> dict[str, np.ndarray]:
     return {name: p.detach().numpy().copy() for name, p in pyro.get_param_store().named_parameters()}
 
 
+BASELINE_PREFIX = "__baseline_"
+"""Param-store entries of Pyro's decaying-average baselines (the ``score`` ELBO): state, not trained."""
+
+
 def _restore_params(params: dict[str, np.ndarray]) -> None:
-    if set(params) != set(PARAM_CONSTRAINTS):
+    guide_params = {n for n in params if not n.startswith(BASELINE_PREFIX)}
+    if guide_params != set(PARAM_CONSTRAINTS):
         raise ModelFileError(f"checkpoint holds parameters {sorted(params)}, this guide has {sorted(PARAM_CONSTRAINTS)}; start a new run")
     pyro.get_param_store().set_state({
-        "params": {n: torch.tensor(np.asarray(a), dtype=torch.float32).requires_grad_(True) for n, a in params.items()},
-        "constraints": {n: PARAM_CONSTRAINTS[n] for n in params},
+        "params": {n: torch.tensor(np.asarray(a), dtype=torch.float32).requires_grad_(n in PARAM_CONSTRAINTS) for n, a in params.items()},
+        "constraints": {n: PARAM_CONSTRAINTS.get(n, constraints.real) for n in params},
     })
 
 
