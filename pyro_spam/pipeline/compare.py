@@ -25,10 +25,10 @@ import numpy as np
 
 from ..data import load_data
 from ..errors import PyroSpamError
+from ..estimator_lab import estimator_variance, minibatch_split, optimum, stl_floor, training_runs
 from ..io.run_reader import read_run, read_summary
 from ..io.rundir import SUMMARY, save_figure, to_jsonable, write_json, write_npz
 from ..report import render_report
-from ..estimator_lab import estimator_variance, minibatch_split, optimum, stl_floor, training_runs
 from ..studies import FULL, QUICK, CompareSettings, model_size_sweep, prior_sensitivity
 from ..summary import primary_fit
 
