@@ -1,5 +1,11 @@
 """Pyro versus the hand-written ELBO (:mod:`pyro_spam.elbo_manual`), at a given guide (loc, scale).
 
+Every estimator of :func:`pyro_spam.training.elbos.make_elbo` is checked against its plain-torch
+twin: the course's pair (``trace``: ``Trace_ELBO``, ``meanfield``: ``TraceMeanField_ELBO``) in
+depth, and ``stl``, ``rqmc``, ``iwae``, ``score`` and ``quad`` by value and gradient with the same
+noise (``quad`` has none), plus the score estimator's decaying-average baseline over two
+evaluations and the rqmc ELBO's closed-form KL.
+
 Three kinds of comparison, each reported as a row
 ``{name, pyro, manual, abs_diff, tolerance, agree, kind, detail}``:
 
@@ -7,10 +13,13 @@ Three kinds of comparison, each reported as a row
   (relative tolerance :data:`EXACT_RTOL` = 1e-5 of the larger magnitude). The noise is shared by
   tracing the package's guide inside Pyro's own ELBO (vectorised particles, exactly as in
   training), reading the sampled ``w`` back and passing ``ε = (w − loc)/scale`` to the manual
-  code. The comparisons run in float64 by default. float32 also passes (measured at N = 4500,
-  K = 5, S = 64: values agree to ~1e-7 relative, gradients to ~1e-6 relative, from differently
-  ordered sums), but that uses a tenth of the margin; in float64 the differences are ~1e-14
-  relative, so the 1e-5 tolerance only ever sees genuine discrepancies.
+  code (for ``rqmc`` the ε are scrambled Sobol points; ``quad`` draws no noise and compares the
+  deterministic quadrature ELBO). The comparisons run in float64 by default. float32 also passes
+  for ``trace``/``meanfield`` (measured at N = 4500, K = 5, S = 64: values agree to ~1e-7
+  relative, gradients to ~1e-6 relative, from differently ordered sums), but that uses a tenth of
+  the margin (the other estimators pass too, iwae's log-sum-exp gradients using ~40 % of it); in
+  float64 the differences are ~1e-14 relative (≤ 3e-13 for ``iwae``'s gradients, measured), so the
+  1e-5 tolerance only ever sees genuine discrepancies.
 * ``kind="statistical"``: independent noise (or random mini-batches); the two means must agree
   within :data:`SE_UNITS` = 4 Monte Carlo standard errors (see :func:`run_crosscheck`).
 * the Monte Carlo KL against the closed form as S grows (:func:`mc_kl_error_vs_s`).
@@ -41,6 +50,7 @@ from .guide import LOC, SCALE, make_guide
 from .model import model
 from .training.elbos import make_elbo
 from .training.engines import torch_threads
+from .training.manual import SCORE_BASELINE_BETA
 
 EXACT_RTOL = 1e-5
 SE_UNITS = 4.0
@@ -48,14 +58,24 @@ MANUAL_SEED_OFFSET = 1_000_003  # the manual side's noise stream is seeded apart
 IMPLEMENTATIONS = ("Pyro Trace_ELBO", "Pyro TraceMeanField_ELBO", "manual MC KL", "manual analytic KL")
 _PYRO_NAME = {"trace": IMPLEMENTATIONS[0], "meanfield": IMPLEMENTATIONS[1]}
 _MANUAL_NAME = {"trace": IMPLEMENTATIONS[2], "meanfield": IMPLEMENTATIONS[3]}
+ESTIMATOR_LABELS = {
+    "stl": "stl: StlELBO vs manual elbo_stl",
+    "rqmc": "rqmc: RqmcELBO vs manual elbo_analytic",
+    "iwae": "iwae: IwaeELBO vs manual elbo_iwae",
+    "score": "score: ScoreELBO vs manual elbo_score",
+    "quad": "quad: QuadratureELBO vs manual elbo_quad",
+}
+"""The estimators beyond the course's pair and their row labels (``ELBO same noise (<label>)``)."""
 
 __all__ = [
     "EXACT_RTOL",
     "SE_UNITS",
     "IMPLEMENTATIONS",
+    "ESTIMATOR_LABELS",
     "SameNoise",
     "McKlError",
     "pyro_same_noise",
+    "pyro_same_noise_sequence",
     "pyro_kl_analytic",
     "elbo_replicates",
     "summarize_replicates",
@@ -76,8 +96,8 @@ class SameNoise:
         Its log-likelihood part (the observed site's ``log_prob_sum``, particle mean, N/B-scaled).
     grad_loc, grad_scale : Tensor of shape (K+1,)
         Gradient of the ELBO (minus the loss gradient) w.r.t. the constrained guide parameters.
-    eps : Tensor of shape (S, K+1)
-        ``(w − loc) / scale`` of the sampled particles.
+    eps : Tensor of shape (S, K+1) or None
+        ``(w − loc) / scale`` of the sampled particles; None for ``quad`` (no particles).
     loc, scale : Tensor of shape (K+1,)
         The guide parameters as Pyro used them (``scale`` after the exp transform round trip).
     """
@@ -86,7 +106,7 @@ class SameNoise:
     loglik: float
     grad_loc: Tensor
     grad_scale: Tensor
-    eps: Tensor
+    eps: Tensor | None
     loc: Tensor
     scale: Tensor
 
@@ -147,10 +167,36 @@ def pyro_same_noise(
 
     The package guide runs inside Pyro's ELBO under a nested ``poutine.trace`` so that the
     sampled ``w`` and the very parameter tensors it was built from can be read back; the
-    gradient is taken w.r.t. those constrained tensors (``w_loc``, ``w_scale``).
+    gradient is taken w.r.t. those constrained tensors (``w_loc``, ``w_scale``). For ``quad``
+    the ELBO has no particles and ``eps`` is None.
+    Uses a private param store scope and RNG fork: the caller's state is untouched.
+    """
+    (pn,) = pyro_same_noise_sequence(kind, x, y, loc, scale, particles=particles, prior_scale=prior_scale,
+                                     subsample=subsample, seed=seed, evaluations=1)
+    return pn
+
+
+def pyro_same_noise_sequence(
+    kind: str,
+    x: Tensor,
+    y: Tensor,
+    loc: Tensor,
+    scale: Tensor,
+    *,
+    particles: int,
+    prior_scale: float = 1.0,
+    subsample: Tensor | None = None,
+    seed: int = 0,
+    evaluations: int = 2,
+) -> list[SameNoise]:
+    """``evaluations`` consecutive evaluations of one Pyro ELBO object at the same guide parameters,
+    sharing one param store, as consecutive training steps do (without the update): what an
+    estimator carries from step to step, e.g. the ``score`` ELBO's decaying-average baseline, is
+    carried here too. Each evaluation as in :func:`pyro_same_noise`; fresh noise per evaluation.
     Uses a private param store scope and RNG fork: the caller's state is untouched.
     """
     store = pyro.get_param_store()
+    out: list[SameNoise] = []
     with store.scope(), torch.random.fork_rng(devices=[]):
         pyro.clear_param_store()
         pyro.set_rng_seed(seed)
@@ -163,22 +209,28 @@ def pyro_same_noise(
             return tr.nodes["_RETURN"]["value"]
 
         elbo = make_elbo(kind, particles)
-        loss, loglik = elbo.loss_and_loglik(model, recording_guide, x, y, subsample, prior_scale)
-        tr = rec["trace"]
-        loc_t, scale_t = tr.nodes[LOC]["value"], tr.nodes[SCALE]["value"]
-        g_loc, g_scale = torch.autograd.grad(loss, [loc_t, scale_t])
-        w = tr.nodes["w"]["value"].detach()
-        assert w.shape == (particles, 1, loc.shape[0]), f"unexpected particle shape {tuple(w.shape)}"
-        eps = ((w - loc_t.detach()) / scale_t.detach()).reshape(particles, -1)
-        return SameNoise(
-            elbo=-float(loss.detach()),
-            loglik=float(loglik),
-            grad_loc=-g_loc,
-            grad_scale=-g_scale,
-            eps=eps,
-            loc=loc_t.detach().clone(),
-            scale=scale_t.detach().clone(),
-        )
+        for _ in range(evaluations):
+            loss, loglik = elbo.loss_and_loglik(model, recording_guide, x, y, subsample, prior_scale)
+            tr = rec["trace"]
+            loc_t, scale_t = tr.nodes[LOC]["value"], tr.nodes[SCALE]["value"]
+            g_loc, g_scale = torch.autograd.grad(loss, [loc_t, scale_t])
+            eps = None
+            if kind != "quad":
+                w = tr.nodes["w"]["value"].detach()
+                # S > 1 vectorised particles: (S, 1, K+1); Pyro adds no particle plate for S = 1: (K+1,)
+                ok = w.shape == (particles, 1, loc.shape[0]) or (particles == 1 and w.shape == loc.shape)
+                assert ok, f"unexpected particle shape {tuple(w.shape)}"
+                eps = ((w - loc_t.detach()) / scale_t.detach()).reshape(particles, -1)
+            out.append(SameNoise(
+                elbo=-float(loss.detach()),
+                loglik=float(loglik),
+                grad_loc=-g_loc,
+                grad_scale=-g_scale,
+                eps=eps,
+                loc=loc_t.detach().clone(),
+                scale=scale_t.detach().clone(),
+            ))
+    return out
 
 
 def pyro_kl_analytic(x: Tensor, y: Tensor, loc: Tensor, scale: Tensor, prior_scale: float = 1.0) -> float:
@@ -337,18 +389,20 @@ def _stat_row(name: str, pyro_v: float, manual_v: float, se: float, detail: str)
     }
 
 
-def closed_form_row(pn: SameNoise, prior_scale: float = 1.0) -> dict[str, Any]:
-    """Does a ``TraceMeanField_ELBO`` evaluation ``pn`` use the closed-form KL?
+def closed_form_row(pn: SameNoise, prior_scale: float = 1.0, name: str = "TraceMeanField_ELBO uses the closed-form KL") -> dict[str, Any]:
+    """Does a ``TraceMeanField_ELBO`` evaluation ``pn`` (or one of a subclass, e.g. the rqmc ELBO:
+    pass another ``name``) use the closed-form KL?
 
     The KL its loss implies (``loglik − ELBO``, both Pyro's) must equal :func:`kl_analytic` to
     :data:`EXACT_RTOL`, and be more than 10 tolerances away from the Monte Carlo KL of the same
     draws, which is what Pyro silently computes instead when no KL is registered for the pair of
     distributions. Without that separation the check has no power and reports disagreement.
     """
+    assert pn.eps is not None, "closed_form_row needs an evaluation with particles"
     implied = pn.loglik - pn.elbo
     mc_same = float(em.kl_mc(em.draw(pn.loc, pn.scale, pn.eps), pn.loc, pn.scale, prior_scale))
     row = _exact_row(
-        "TraceMeanField_ELBO uses the closed-form KL",
+        name,
         implied,
         float(em.kl_analytic(pn.loc, pn.scale, prior_scale)),
         f"pyro = KL implied by its loss (loglik − ELBO); MC KL of the same draws = {mc_same:.6g}",
@@ -373,6 +427,69 @@ def _grad_rows(kind: str, label: str, pn: SameNoise, g_loc: Tensor, g_scale: Ten
         row["abs_diff"], row["tolerance"] = diff, EXACT_RTOL * max(big, 1e-12)
         row["agree"] = bool(diff <= row["tolerance"])
         rows.append(row)
+    return rows
+
+
+def _score_baseline_row(first: SameNoise, second: SameNoise, x: Tensor, y: Tensor, prior_scale: float) -> dict[str, Any]:
+    """The score ELBO's decaying-average baseline: Pyro's gradient at the second of two evaluations
+    (same parameters, one param store) against :func:`elbo_manual.elbo_score` with the baseline
+    ``b = (1 − β) f_1`` that the first evaluation leaves (the average starts at 0; ``f_1`` are its
+    per-particle costs, :func:`elbo_manual.score_costs`). One row over the concatenated (loc,
+    scale) gradient; it also needs power: the gradient without baseline must be > 10 tolerances away."""
+    assert first.eps is not None and second.eps is not None
+    f1 = em.score_costs(first.loc, first.scale, first.eps, x, y, prior_scale=prior_scale)
+    b = (1.0 - SCORE_BASELINE_BETA) * f1
+
+    def manual(baseline: Tensor | None) -> Tensor:
+        (g_loc, g_scale), _ = em.elbo_grad("score", second.loc, second.scale, second.eps, x, y, prior_scale=prior_scale,
+                                           baseline=baseline)
+        return torch.cat([g_loc, g_scale])
+
+    gp, gm = torch.cat([second.grad_loc, second.grad_scale]), manual(b)
+    diff, unbaselined = float((gp - gm).abs().max()), float((gp - manual(None)).abs().max())
+    tol = EXACT_RTOL * max(float(gp.abs().max()), float(gm.abs().max()), 1e-12)
+    power = unbaselined > 10 * tol
+    return {
+        "name": (f"grad wrt (loc, scale), 2nd evaluation with the decaying-average baseline ({ESTIMATOR_LABELS['score']}, "
+                 f"b = {1.0 - SCORE_BASELINE_BETA:.2g}·f_1)"),
+        "pyro": float(gp.abs().max()),
+        "manual": float(gm.abs().max()),
+        "abs_diff": diff,
+        "tolerance": tol,
+        "agree": bool(diff <= tol and power),
+        "kind": "exact",
+        "detail": (f"pyro/manual hold max|grad|; abs_diff is max_j |grad_pyro_j − grad_manual_j|; baseline b = (1 − β)·f_1, β = "
+                   f"{SCORE_BASELINE_BETA}, f_1 the first evaluation's per-particle costs; without the baseline the manual "
+                   f"gradient is {unbaselined:.3g} away: " + ("baseline in use" if power else "NOT distinguishable from no baseline")),
+    }
+
+
+def _estimator_rows(x: Tensor, y: Tensor, loc: Tensor, scale: Tensor, *, particles: int, prior_scale: float,
+                    seed: int) -> list[dict[str, Any]]:
+    """Same-noise value and gradient rows for :data:`ESTIMATOR_LABELS` (full data), the score
+    baseline row and the rqmc closed-form-KL row (see :func:`run_crosscheck`)."""
+    rows: list[dict[str, Any]] = []
+    for i, (kind, label) in enumerate(ESTIMATOR_LABELS.items()):
+        s = 1 << (particles.bit_length() - 1) if kind == "rqmc" else particles  # Sobol points balance for powers of two
+        common = dict(particles=s, prior_scale=prior_scale, seed=seed + 30 + i)
+        if kind == "score":  # two evaluations: the second one sees the baseline the first one left
+            pn, second = pyro_same_noise_sequence(kind, x, y, loc, scale, evaluations=2, **common)
+        else:
+            pn = pyro_same_noise(kind, x, y, loc, scale, **common)
+        (g_loc, g_scale), parts = em.elbo_grad(kind, pn.loc, pn.scale, pn.eps, x, y, prior_scale=prior_scale)
+        if kind == "quad":
+            detail = (f"exact ELBO, Gauss–Hermite with {em.QUAD_NODES} nodes, no noise, full data, nats; QuadratureELBO reuses "
+                      "elbo_manual's logit_moments/quad_log_lik, so this checks its KL, N/B scaling and guide wiring, not the quadrature")
+        elif kind == "rqmc":
+            detail = f"S={s} (the largest power of two ≤ particles={particles}), scrambled Sobol ε, full data, nats"
+        else:
+            detail = f"S={s}, full data, nats" + ("; first evaluation: baseline 0" if kind == "score" else "")
+        rows.append(_exact_row(f"ELBO same noise ({label})", pn.elbo, float(parts.elbo), detail))
+        rows.extend(_grad_rows(kind, label, pn, g_loc, g_scale))
+        if kind == "rqmc":
+            rows.append(closed_form_row(pn, prior_scale, name="RqmcELBO uses the closed-form KL"))
+        if kind == "score":
+            rows.append(_score_baseline_row(pn, second, x, y, prior_scale))
     return rows
 
 
@@ -405,6 +522,15 @@ def run_crosscheck(
       analytic KL and is far (> 10 × tolerance) from the MC KL of the same draws (the trap: it
       silently falls back to MC when no KL is registered for the pair of distributions);
     * gradients w.r.t. loc and scale with the same noise, both variants (max-abs difference);
+    * the other estimators, full data, same noise: ELBO value and gradients w.r.t. loc and scale of
+      ``stl``, ``rqmc``, ``iwae``, ``score`` (S = ``particles``; for ``rqmc`` the largest power of two
+      ≤ ``particles``) and ``quad`` (no noise) against :func:`elbo_manual.elbo` / :func:`elbo_manual.elbo_grad`
+      of the same kind (:data:`ESTIMATOR_LABELS`); ``score`` at its first evaluation (baseline 0), then
+      one row for its second evaluation, whose decaying-average baseline is ``0.1·f_1`` (the first
+      evaluation's per-particle costs); and ``RqmcELBO`` uses the closed-form KL (as for ``TraceMeanField_ELBO``).
+      Pyro's ``QuadratureELBO`` computes its expected log-likelihood with the manual module's own
+      quadrature functions, so its rows check the KL, the N/B scaling and the guide wiring, not the
+      quadrature itself (``tests/test_quadrature.py`` does);
     * independent noise, both variants: ``n_rep`` replicates per implementation
       (:func:`elbo_replicates`, or pass ``replicates``). The Monte Carlo SE of the difference of
       the two means is ``SE = sqrt(var_pyro / n + var_manual / n)`` with the per-replicate sample
@@ -445,6 +571,8 @@ def run_crosscheck(
         parts = em.elbo(kind, pn.loc, pn.scale, pn.eps, xt[idx], yt[idx], n_total=n, prior_scale=prior_scale)
         rows.append(_exact_row(f"ELBO same noise, mini-batch B={b} of N={n} ({label})", pn.elbo, float(parts.elbo),
                                "checks the N/B scaling, nats"))
+
+    rows.extend(_estimator_rows(xt, yt, lt, st, particles=particles, prior_scale=prior_scale, seed=seed))
 
     reps = replicates if replicates is not None else elbo_replicates(x, y, loc, scale, particles=particles, prior_scale=prior_scale,
                                                                      seed=seed, n_rep=n_rep, dtype=dtype)

@@ -145,6 +145,11 @@ class FitResult:
     state: Any = field(default=None, repr=False)
 
 
+BASELINE_PREFIX = "__baseline_"
+"""Pyro param-store entries of decaying-average baselines (the ``score`` ELBO): optimiser-side state
+kept in :attr:`TrainState.params` for an exact resume, not guide parameters."""
+
+
 @dataclass
 class TrainState:
     """Where a fit stands: enough to resume it (numpy arrays and plain values only).

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import ConfigError, ModelFileError, PyroSpamError
-from ..types import ElboHistory, FeatureSet, FitResult, TrainState
+from ..types import BASELINE_PREFIX, ElboHistory, FeatureSet, FitResult, TrainState
 from .rundir import SUMMARY, atomic_write_bytes, write_json
 
 if TYPE_CHECKING:  # pipeline imports this module; the type is only needed for annotations
@@ -285,7 +285,9 @@ def _state_from_files(kind: str, m: dict[str, Any], arrays: dict[str, np.ndarray
         st.stop_state = {name: _array(arrays, f"{p}stop.{name}", path) for name in m["stop_state"]}
     if not m.get("exact"):
         return st
-    st.params = {name: _array(arrays, f"{p}param.{name}", path, (k1,)) for name in m["params"]}
+    # guide parameters are (K+1,); Pyro's score-estimator baselines are state of shape (S, 1) or ()
+    st.params = {name: _array(arrays, f"{p}param.{name}", path, None if name.startswith(BASELINE_PREFIX) else (k1,))
+                 for name in m["params"]}
     st.optim = {}
     for name, om in m["optim"].items():
         groups = []

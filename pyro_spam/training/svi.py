@@ -19,7 +19,7 @@ from ..config import TrainConfig
 from ..errors import ModelFileError
 from ..guide import LOC, SCALE, make_guide
 from ..model import model
-from ..types import ElboHistory, FitResult, TrainState
+from ..types import BASELINE_PREFIX, ElboHistory, FitResult, TrainState
 from .elbos import make_elbo
 from .guards import Params, raise_invalid, raise_nonfinite
 from .loop import batch_stream, check_batch_size, fit_result, run_steps, train_state
@@ -143,10 +143,6 @@ def fit_svi(
 def _param_store_state() -> dict[str, np.ndarray]:
     """Unconstrained parameter values (restoring these, not exp/log round trips, keeps resume exact)."""
     return {name: p.detach().numpy().copy() for name, p in pyro.get_param_store().named_parameters()}
-
-
-BASELINE_PREFIX = "__baseline_"
-"""Param-store entries of Pyro's decaying-average baselines (the ``score`` ELBO): state, not trained."""
 
 
 def _restore_params(params: dict[str, np.ndarray]) -> None:
