@@ -13,15 +13,17 @@
 # ---
 
 # %% [markdown]
-# # 02 · ELBO estimators: Pyro versus the hand-written ELBO, variance versus S, mini-batch scaling, convergence
+# # 02 · ELBO estimators: Pyro versus the hand-written ELBO, the estimator lab, mini-batch scaling, convergence
 #
-# Three questions about the objective that notebook 01 optimises:
+# Four questions about the objective that notebook 01 optimises:
 #
 # 1. Do Pyro's `Trace_ELBO` (Monte Carlo KL), `TraceMeanField_ELBO` (analytic KL) and the
 #    plain-torch `pyro_spam.elbo_manual` module compute the same thing? (Same noise: to rounding;
 #    independent noise: within Monte Carlo error.)
-# 2. How noisy are the ELBO estimate and its gradient as a function of the number of particles S,
-#    and does the analytic KL help?
+# 2. How noisy, how costly and how fast to converge is each ELBO estimator — the two above, sticking
+#    the landing, randomised QMC, the exact quadrature ELBO, the IWAE bound and the score-function
+#    gradient — and where does a variance-reduction trick stop helping (correlated coefficients,
+#    small mini-batches)?
 # 3. What goes wrong when a mini-batch likelihood is not scaled by N/B — and how
 #    `pyro.plate(..., subsample_size=B)` fixes it.
 # 4. When is a stochastic fit done? A stop rule on the noisy ELBO against one on the iterates,
@@ -119,98 +121,135 @@ S = {int(kl_err.S[-1])} {kl_err.rms[-1]:.4f} nats, around a closed-form KL of {k
 """)
 
 # %% [markdown]
-# ## 2 · Estimator and gradient variance versus S
+# ## 2 · The estimator lab: variance, SNR and cost versus S
 #
-# At two fixed guides — the initial one (loc 0, scale 0.1) and the fitted one — `studies.estimator_variance`
-# draws independent ELBO estimates and reparameterisation gradients with S particles from each of
-# the four estimators (Pyro and manual, MC and analytic KL) and measures their variance. The two
-# Pyro estimators share each replicate's noise, as do the two manual ones, so their ratio is
-# measured with common random numbers (paired bootstrap interval).
+# `pyro_spam.estimator_lab` (what `pyro-spam compare` runs) draws independent ELBO estimates and
+# gradients at two fixed guides — the initial one (loc 0, scale 0.1) and the exact mean-field
+# optimum (`estimator_lab.optimum`: L-BFGS on the quadrature ELBO) — from every estimator:
+#
+# | name | estimator | what changes |
+# |---|---|---|
+# | `trace` | `Trace_ELBO` | Monte Carlo KL, reparameterised gradient |
+# | `meanfield` | `TraceMeanField_ELBO` | closed-form KL |
+# | `stl` | sticking the landing | drops the score term ∇ log q from the gradient (same estimate as `trace`) |
+# | `rqmc` | randomised QMC | scrambled Sobol points instead of i.i.d. draws (S a power of two) |
+# | `quad` | exact quadrature ELBO | Gauss–Hermite on each logit: no Monte Carlo noise at all |
+# | `iwae` | importance-weighted bound | a tighter bound: a *different objective* |
+# | `score` / `score_nobaseline` | score-function gradient | REINFORCE with a settled baseline / with none |
+#
+# `trace`, `meanfield`, `stl`, `iwae` and the score estimators see the same ε in each replicate
+# (common random numbers), so their variance ratios to `trace` are tight (bootstrap intervals). The
+# sentences under the figures are generated from the numbers by `pyro_spam.report.estimators`, the
+# same code that writes the report of `pyro-spam compare`.
 
 # %%
+from pyro_spam.estimator_lab import estimator_variance, optimum, stl_floor
 from pyro_spam.plots.estimators import plot_estimator_variance
-from pyro_spam.studies import estimator_variance
+from pyro_spam.report.document import markdown_table
+from pyro_spam.report.estimators import estimator_findings, ranking_table, stl_table
 
-S_values = (1, 8, 64) if QUICK else (1, 4, 16, 64, 256)
-guides = {"initial": (np.zeros(K + 1), np.full(K + 1, 0.1)), "fitted": (ref.loc, ref.scale)}
-est = estimator_variance(fs.X_train, fs.y_train, guides, S_values, 16 if QUICK else 64, seed=SEED,
-                         n_boot=200 if QUICK else 1000)
-table = pd.DataFrame(est["table"])
-print(f"{est['reps']} replicates per estimator, guide and S")
-grad_table = table.pivot_table(index=["guide", "estimator"], columns="S", values="var_grad")
-print(grad_table.to_string(float_format="{:.4g}".format))
-plot_estimator_variance(est, ratio_at=64)
+S_values = (1, 4, 16, 64) if QUICK else (1, 4, 16, 64, 256)
+LAB_REPS = 12 if QUICK else 64
+opt_loc, opt_scale = optimum(fs.X_train, fs.y_train)
+guides = {"initial": (np.zeros(K + 1), np.full(K + 1, 0.1)), "fitted": (opt_loc, opt_scale)}
+est = estimator_variance(fs.X_train, fs.y_train, guides, S_values, LAB_REPS, seed=SEED, n_boot=200 if QUICK else 1000)
+est.update(fitted_from="exact optimum (L-BFGS on the quadrature ELBO)", coef_names=fs.coef_names,
+           stl_floor=stl_floor(fs.X_train, fs.y_train, opt_loc, opt_scale))
+print(f"{est['reps']} replicates per estimator, guide and S; {len(est['table'])} cells")
+Markdown(markdown_table(ranking_table(est)))
+
+# %%
+plot_estimator_variance(est, fig=plt.figure(figsize=(13, 9.5), layout="constrained"))
 plt.show()
 
 # %%
-grad_slopes = [np.polyfit(np.log(d.S), np.log(d.var_grad), 1)[0] for _, d in table.groupby(["guide", "estimator"])]
-elbo_slopes = [np.polyfit(np.log(d.S), np.log(d.var_elbo), 1)[0] for _, d in table.groupby(["guide", "estimator"])]
-ratios = {(r["guide"], r["pair"]): r for r in est["ratios"] if r["S"] == 64}
+findings = estimator_findings(est)
+Markdown("\n\n".join(findings[k] for k in ("measured", "ranking", "rqmc") if k in findings))
+
+# %% [markdown]
+# ### Where a trick does not help: STL, the score function, IWAE
+#
+# Sticking the landing removes the score term ∇ log q(w), which has mean zero; if q were the
+# exact posterior, log p(w, y) − log q(w) would be constant and the STL gradient would have no
+# noise at all. The mean-field q cannot represent correlations, so a floor remains; under a
+# Gaussian approximation of the posterior, `estimator_lab.stl_floor` predicts it per coefficient.
+
+# %%
+Markdown("\n\n".join([findings["stl"], markdown_table(stl_table(est)), findings["score"], findings["iwae"]]))
+
+# %%
+rat = {(r["guide"], r["estimator"], r["S"]): r for r in est["ratios"]}
+S_top = max(S_values)
+mf = {g: rat[(g, "meanfield", S_top)] for g in ("initial", "fitted")}
 
 
 def ci(r, what):
-    """The ratio, its interval, and which estimator it favours."""
-    v, lo, hi = r[f"{what}_ratio"], r[f"{what}_lo"], r[f"{what}_hi"]
-    side = ("lower with the MC KL" if hi < 1 else "higher with the MC KL" if lo > 1 else "no detectable difference")
-    return f"{v:.4f} [95 % CI {lo:.4f}, {hi:.4f}]: {side}"
+    """A variance ratio with its 95 % interval."""
+    return f"{r[f'{what}_ratio']:.3g} [95 % CI {r[f'{what}_lo']:.3g}, {r[f'{what}_hi']:.3g}]"
 
 
-ri, rf, rm = ratios[("initial", "pyro")], ratios[("fitted", "pyro")], ratios[("fitted", "manual")]
-all_slopes = grad_slopes + elbo_slopes
-like_1_over_s = ("Every estimator's variance falls like 1/S" if min(all_slopes) > -1.25 and max(all_slopes) < -0.75
-                 else f"The variances fall roughly like 1/S, with the scatter expected from {est['reps']} replicates"
-                      " per point")
 Markdown(f"""
-**1/S.** {like_1_over_s}: the log-log slopes of the gradient variance against S lie between
-{min(grad_slopes):.2f} and {max(grad_slopes):.2f}, those of the ELBO estimate between {min(elbo_slopes):.2f} and
-{max(elbo_slopes):.2f} (theory −1: a mean of S independent terms), so the standard error falls like 1/√S for every
-estimator: four times the particles for half the noise.
-
-**MC versus analytic KL** (variance ratio `Trace_ELBO` ÷ `TraceMeanField_ELBO` at S = 64, Pyro pair):
-
-* initial guide — ELBO estimate {ci(ri, 'elbo')}; gradient {ci(ri, 'grad')}. Here the
-  likelihood's noise dwarfs the KL's, so the choice of KL hardly matters.
-* fitted guide — ELBO estimate {ci(rf, 'elbo')}; gradient {ci(rf, 'grad')}.
-
-The fitted-guide ELBO ratio is the instructive one. With the Monte Carlo KL each particle contributes
-log p(y, w) − log q(w); if q were the exact posterior this would be the constant log p(y) — an estimator with zero
-variance. Near the optimum the −log q(w) term therefore cancels much of the likelihood's noise, which the analytic
-KL, being outside the expectation, cannot do. The *gradient* does not inherit this: Pyro's reparameterised gradient of
-log q(w) also contains the score term ∇ log q, whose mean is zero but whose noise stays (Roeder et al., 2017,
-"Sticking the landing"), so on this model the gradient variances of the two estimators are close. The manual pair,
-independent code with its own noise, gives at the fitted guide: ELBO estimate {ci(rm, 'elbo')}; gradient
-{ci(rm, 'grad')} (dashed lines in the right-hand panels).
+**Analytic versus Monte Carlo KL** (`meanfield` ÷ `trace` at S = {S_top}). The loc-gradient variance ratio is
+{ci(mf['fitted'], 'loc')} at the fitted guide and {ci(mf['initial'], 'loc')} at the initial guide: the KL's
+gradient noise is tiny next to the likelihood's. The ELBO *estimate* behaves differently: at the fitted guide the
+analytic KL has {ci(mf['fitted'], 'elbo')} times the variance of the Monte Carlo one ({ci(mf['initial'], 'elbo')} at
+the initial guide). With the Monte Carlo KL each particle contributes log p(y, w) − log q(w), which near the optimum
+varies little between draws (it would be the constant log p(y) if q were the posterior): the −log q(w) term cancels
+much of the likelihood's noise, which a KL outside the expectation cannot do.
 """)
 
 # %% [markdown]
-# ### Training with each estimator
+# ### 2.1 · Monte Carlo versus subsampling noise under mini-batches
 #
-# Same data, seed, S and learning-rate schedule; Pyro's estimators train with SVI, the manual
-# ones with the plain-torch engine (`TrainConfig(engine="manual")`).
+# With a mini-batch of B messages the gradient has two sources of noise: the Monte Carlo draws
+# and the choice of the batch. `estimator_lab.minibatch_split` separates them by the law of total
+# variance, Var g = E_batch Var(g | batch) + Var_batch E(g | batch): the first part from pairs of
+# estimates that share a batch, the second from the exact (quadrature) gradient of each batch, which
+# is every unbiased estimator's batch mean. Every estimator above only attacks the first part.
 
 # %%
-from pyro_spam.plots.estimators import plot_training_curves
-from pyro_spam.studies import training_curves
+from pyro_spam.estimator_lab import minibatch_split
+from pyro_spam.plots.estimators import plot_minibatch_split
 
-curves = training_curves(fs.X_train, fs.y_train,
-                         TrainConfig(particles=16 if QUICK else 64, max_steps=200 if QUICK else 3000, seed=SEED))
-for label, c in curves.items():
-    print(f"{label:26s} {c['steps']:5d} steps ({c['stop_reason']}), {c['ms_per_step']:5.1f} ms/step, "
-          f"final ELBO {c['final_elbo']:.1f} nats, loc {np.round(c['loc'], 2)}")
-plot_training_curves(curves)
+B_SPLIT = 100
+est["minibatch_split"] = minibatch_split(fs.X_train, fs.y_train, opt_loc, opt_scale, B_SPLIT, S_values, LAB_REPS, seed=SEED)
+split = pd.DataFrame(est["minibatch_split"]["rows"])
+cols = ["mc_loc", "subsampling_loc", "subsampling_share_loc", "mc_log_scale", "subsampling_log_scale", "subsampling_share_log_scale"]
+print(split[split.S == 16].set_index("estimator")[cols].to_string(float_format="{:.3g}".format))
+plot_minibatch_split(est["minibatch_split"], fig=plt.figure(figsize=(14, 5.2), layout="constrained"))
 plt.show()
 
 # %%
-finals = {k: c["final_elbo"] for k, c in curves.items()}
-ms = {k: c["ms_per_step"] for k, c in curves.items()}
-fastest, slowest = min(ms, key=ms.get), max(ms, key=ms.get)
-Markdown(f"""
-All four reach final ELBOs within {max(finals.values()) - min(finals.values()):.2f} nats of each other
-({min(finals.values()):.2f} to {max(finals.values()):.2f}), so with S particles on full batches the choice of
-estimator changes neither the optimum nor, visibly, the path to it. They differ in cost per step: from
-{ms[fastest]:.1f} ms ({fastest}) to {ms[slowest]:.1f} ms ({slowest}) per step in this one run on a shared
-machine: indicative only, not a benchmark.
-""")
+Markdown(estimator_findings(est)["split"])
+
+# %% [markdown]
+# ### 2.2 · Time to a converged fit
+#
+# Variance per estimate is half the story: an estimator can be cheaper per step, or need fewer
+# steps. `estimator_lab.training_runs` fits once with each estimator from the same start (Adam, the
+# package's stop rule `iterates`, Pyro SVI) and measures the steps, the wall-clock time and the
+# distance to the exact optimum.
+
+# %%
+import dataclasses
+
+from pyro_spam.estimator_lab import REACH_LOC_SD, REACH_SCALE_REL, training_runs
+from pyro_spam.plots.estimators import plot_training_runs
+from pyro_spam.report.estimators import runs_table
+
+run_cfg = TrainConfig(particles=16, max_steps=300 if QUICK else 2000, seed=SEED)
+runs = training_runs(fs.X_train, fs.y_train, run_cfg, reference=(opt_loc, opt_scale))
+est.update(runs={k: {kk: vv for kk, vv in v.items() if kk != "elbo"} for k, v in runs.items()},
+           optimum={"loc": opt_loc, "scale": opt_scale}, reach={"loc_sd": REACH_LOC_SD, "scale_rel": REACH_SCALE_REL},
+           run_config={"optimizer": "adam", **{k: v for k, v in dataclasses.asdict(run_cfg).items()
+                                                if k in ("particles", "max_steps", "lr", "batch_size", "stop", "seed")}})
+exact_elbo = est["exact"]["fitted"]["elbo"]
+plot_training_runs(runs, fig=plt.figure(figsize=(14, 4.8), layout="constrained"), reference_elbo=exact_elbo)
+plt.show()
+
+# %%
+findings = estimator_findings(est)
+Markdown("\n\n".join([markdown_table(runs_table(est)), findings["runs"], findings["iwae"]]))
 
 # %% [markdown]
 # ## 3 · The mini-batch scaling lesson

@@ -79,7 +79,9 @@ class TrainConfig:
         Sobol draws; ``particles`` a power of two), ``quad`` (the exact quadrature ELBO:
         Gauss–Hermite on each message's logit, analytic KL, no Monte Carlo noise), ``iwae``
         (importance-weighted bound, a different optimum) or ``score`` (score-function gradient with
-        a decaying-average baseline, for teaching: ~10⁵× the gradient variance). None means
+        a decaying-average baseline, for teaching: without its baseline ~10⁵× Trace_ELBO's gradient
+        variance at the optimum; with it settled a few times, and hundreds of times far from the
+        optimum; see ``pyro-spam compare``). None means
         ``"meanfield"`` for Adam and ``"quad"`` for L-BFGS.
     optimizer : {"adam", "lbfgs"}, default="adam"
         ``"adam"``: stochastic optimisation with the stop rule ``stop`` (the course's SVI).

@@ -23,7 +23,7 @@ key                       record                                      written by
 ``diagnostics``           :class:`DiagnosticsSection`                 :func:`pyro_spam.pipeline.diagnose.vi_diagnostics`
 ``timings``               ``{"total_seconds": float}``                ``pipeline.run``
 ``compare``               :class:`CompareSection` (after ``compare``)  :func:`pyro_spam.pipeline.compare.run_compare`
-``estimators``            dict (after ``compare``)                    :func:`pyro_spam.studies.estimator_variance`
+``estimators``            dict (after ``compare``)                    :mod:`pyro_spam.estimator_lab` via ``run_compare``
 ========================  ==========================================  ==============================
 
 This module imports numpy only.
@@ -52,7 +52,7 @@ ELBO_CLASS = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "stl": 
 ELBO_LABELS = {"trace": "Trace_ELBO (MC KL)", "meanfield": "TraceMeanField_ELBO (analytic KL)",
                "stl": "sticking the landing (path gradient)", "rqmc": "randomised QMC (Sobol, analytic KL)",
                "quad": "exact quadrature ELBO (Gauss–Hermite, analytic KL)", "iwae": "IWAE bound (RenyiELBO α=0)",
-               "score": "score function (REINFORCE + baseline)"}
+               "score": "score function (REINFORCE + baseline)", "score_nobaseline": "score function, no baseline (plain REINFORCE)"}
 """How tables, legends and the report name each ELBO type."""
 
 FIT_LABELS = {k: f"VI, {v}" for k, v in ELBO_CLASS.items()}
@@ -241,7 +241,8 @@ class CompareSection(TypedDict, total=False):
     quick: bool
     prior_sensitivity: dict[str, Any]
     model_size: dict[str, Any]
-    timings: dict[str, float]
+    seconds: dict[str, float]
+    figures: list[str]
 
 
 class Summary(TypedDict, total=False):

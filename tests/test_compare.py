@@ -1,4 +1,5 @@
-"""The refitting studies on tiny synthetic data: sweeps, estimator variance, ``pyro-spam compare``."""
+"""The refitting studies and the estimator lab on tiny synthetic data: sweeps, estimator variance,
+the mini-batch split, the STL floor, ``pyro-spam compare`` and its report section."""
 
 from __future__ import annotations
 
@@ -8,17 +9,16 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from scipy.stats import f as f_dist
 
+from pyro_spam import estimator_lab as L
 from pyro_spam import studies as C
 from pyro_spam.cli import main
-from pyro_spam.config import FeatureConfig, RunConfig, TrainConfig
-from pyro_spam.crosscheck import pyro_same_noise
+from pyro_spam.config import ELBO_TYPES, FeatureConfig, RunConfig, TrainConfig
 from pyro_spam.errors import PyroSpamError
 from pyro_spam.evaluate import lppd_pointwise
 from pyro_spam.features import build_features
-from pyro_spam.pipeline.compare import COMPARE_FIGURES, format_compare_summary, run_compare
+from pyro_spam.pipeline.compare import COMPARE_FIGURES, SPLIT_FIGURE, format_compare_summary, run_compare
 from pyro_spam.posterior import draw_weights, predict_draws
 
 from .conftest import make_dataset
@@ -96,51 +96,86 @@ def test_model_size_sweep_k1_kinds_coincide(data):
     assert all(x > out["intercept_only"] for x in p["lppd"])
 
 
-def test_pyro_gradient_matches_crosscheck_same_noise(data):
-    """Our Pyro ELBO gradient (chain rule through log scale) equals crosscheck's direct constrained gradient."""
-    _, fs = data
-    x, y = torch.as_tensor(fs.X_train, dtype=torch.float64), torch.as_tensor(fs.y_train, dtype=torch.float64)
-    loc, scale = torch.tensor([-1.0, 0.8, -0.3, 0.1], dtype=torch.float64), torch.tensor([0.2, 0.1, 0.3, 0.05], dtype=torch.float64)
-    for kind in ("trace", "meanfield"):
-        e, gl, gs = C._pyro_value_and_grad(kind, x, y, loc, scale, 4, 1.0, seed=11)
-        ref = pyro_same_noise(kind, x, y, loc, scale, particles=4, seed=11)
-        assert e == pytest.approx(ref.elbo, rel=1e-10)
-        np.testing.assert_allclose(gl, ref.grad_loc.numpy(), rtol=1e-8, atol=1e-10)
-        np.testing.assert_allclose(gs, ref.grad_scale.numpy(), rtol=1e-8, atol=1e-10)
-
-
 def test_estimator_variance_known_structure(data):
-    """Variances fall as 1/S; Pyro and the manual module have the same variance; paired ratios bracket 1 at the prior.
+    """Variances fall as 1/S; quad has none; rqmc only at powers of two; meanfield's loc-gradient
+    variance is trace's; the unbiased estimators' mean gradient is the exact one; ratios bracket their CI.
 
     Tolerances: with R = 40 replicates a variance ratio of two independent estimates follows
-    F(39, 39); we accept its central 99.8 % range (about [0.37, 2.7]). For var(S=16)/var(S=1) the
-    expected value is 1/16, so the same range scaled by 1/16.
+    F(39, 39); we accept its central 99.8 % range (about [0.37, 2.7]), scaled by 1/16 for
+    var(S=16)/var(S=1), whose expected value is 1/16.
     """
     _, fs = data
     reps = 40
     lo, hi = f_dist.ppf([0.001, 0.999], reps - 1, reps - 1)
     guides = {"prior": (np.zeros(4), np.ones(4))}
-    out = C.estimator_variance(fs.X_train, fs.y_train, guides, (1, 16), reps, seed=0, n_boot=100)
+    out = L.estimator_variance(fs.X_train, fs.y_train, guides, (1, 6, 16), reps, seed=0, n_boot=100)
     tab = {(r["estimator"], r["S"]): r for r in out["table"]}
-    for lab, _, _ in C.ESTIMATORS:
-        r = tab[(lab, 16)]["var_grad"] / tab[(lab, 1)]["var_grad"]
-        assert lo / 16 < r < hi / 16, (lab, r)
-    for pyro_lab, man_lab in (("Pyro Trace_ELBO", "manual MC KL"), ("Pyro TraceMeanField_ELBO", "manual analytic KL")):
-        r = tab[(man_lab, 16)]["var_elbo"] / tab[(pyro_lab, 16)]["var_elbo"]
-        assert lo < r < hi, (pyro_lab, r)
-    assert len(out["ratios"]) == 4
+    assert out["estimators"] == list(L.ESTIMATORS) and out["S"] == [1, 6, 16] and out["reps"] == reps
+    assert ("rqmc", 6) not in tab and ("rqmc", 16) in tab  # Sobol points only at powers of two
+    for kind in ("trace", "meanfield", "stl", "score"):
+        for key in ("grad_var_loc", "grad_var_log_scale"):
+            r = tab[(kind, 16)][key] / tab[(kind, 1)][key]
+            assert lo / 16 < r < hi / 16, (kind, key, r)
+    for S in (1, 6, 16):
+        q = tab[("quad", S)]
+        assert q["grad_var_loc"] == q["grad_var_log_scale"] == q["elbo_sd"] == 0.0
+        assert tab[("stl", S)]["elbo_sd"] == pytest.approx(tab[("trace", S)]["elbo_sd"], rel=1e-6)  # same ε, same estimate
+        assert len(tab[("trace", S)]["grad_var_loc_per"]) == 4
+    for kind in ("trace", "meanfield", "stl", "score"):
+        assert tab[(kind, 16)]["bias_z_max"] < 5, kind  # |mean − exact| / SE over 8 coordinates
+    assert out["exact"]["prior"]["elbo"] < 0 and len(out["exact"]["prior"]["grad_loc"]) == 4
+    assert tab[("score_nobaseline", 16)]["grad_var_loc"] > 2 * tab[("score", 16)]["grad_var_loc"]  # the baseline helps
+    rat = {(r["estimator"], r["S"]): r for r in out["ratios"]}
+    assert ("trace", 1) not in rat and rat[("meanfield", 16)]["vs"] == "trace"
+    assert 0.5 < rat[("meanfield", 16)]["loc_ratio"] < 2
     for r in out["ratios"]:
-        assert r["grad_lo"] <= r["grad_ratio"] <= r["grad_hi"]
-        assert 0.5 < r["grad_ratio"] < 2
+        if r["estimator"] != "quad":
+            for what in ("loc", "log_scale", "elbo"):
+                assert r[f"{what}_lo"] <= r[f"{what}_ratio"] <= r[f"{what}_hi"], (r["estimator"], r["S"], what)
 
 
 def test_estimator_variance_same_seed_same_numbers(data):
     """Two runs with one seed give identical variances and ratios (timings aside)."""
     _, fs = data
     guides = {"g": (np.array([-1.0, 0.5, 0.0, 0.0]), np.full(4, 0.2))}
-    a, b = (C.estimator_variance(fs.X_train, fs.y_train, guides, (1, 4), 6, seed=3, n_boot=20) for _ in range(2))
-    strip = lambda t: [{k: v for k, v in r.items() if k != "ms_per_eval"} for r in t]  # noqa: E731
+    a, b = (L.estimator_variance(fs.X_train, fs.y_train, guides, (1, 4), 6, seed=3, n_boot=20) for _ in range(2))
+    strip = lambda t: [{k: v for k, v in r.items() if k != "ms_per_step"} for r in t]  # noqa: E731
     assert strip(a["table"]) == strip(b["table"]) and a["ratios"] == b["ratios"]
+
+
+def test_stl_floor_two_coefficients_is_rho_squared_over_one_plus_rho_squared(data):
+    """With two coefficients at the Gaussian mean-field optimum (scale² = 1/Λ_jj) the predicted STL ÷ trace
+    loc-gradient variance ratio is ρ²/(1 + ρ²) for both, ρ the posterior correlation."""
+    _, fs = data
+    x, y = fs.X_train[:, :1].astype(np.float64), fs.y_train
+    loc = np.array([-1.0, 1.2])
+    xt = np.c_[np.ones(len(x)), x]
+    p = 1 / (1 + np.exp(-(xt @ loc)))
+    lam = (xt * (p * (1 - p))[:, None]).T @ xt + np.eye(2)
+    rho = -lam[0, 1] / np.sqrt(lam[0, 0] * lam[1, 1])  # correlation of Λ⁻¹ in two dimensions
+    out = L.stl_floor(x, y, loc, 1 / np.sqrt(np.diag(lam)))
+    np.testing.assert_allclose(out["loc_ratio_per"], [rho**2 / (1 + rho**2)] * 2, rtol=1e-10)
+    assert out["corr"] == pytest.approx(rho) and out["max_abs_corr"] == pytest.approx(abs(rho)) and out["corr_pair"] == [0, 1]
+
+
+def test_minibatch_split_adds_up(data):
+    """Monte Carlo + subsampling ≈ total; quad has no Monte Carlo part; shares lie in [0, 1]; a batch of N is refused."""
+    _, fs = data
+    x, y = fs.X_train, fs.y_train
+    loc, scale = L.optimum(x, y)
+    out = L.minibatch_split(x, y, loc, scale, 40, (1, 8), 24, estimators=("trace", "rqmc", "quad"), seed=1)
+    assert (out["batch_size"], out["n"], out["reps"]) == (40, len(y), 24)
+    rows = {(r["estimator"], r["S"]): r for r in out["rows"]}
+    assert set(rows) == {(k, s) for k in ("trace", "rqmc", "quad") for s in (1, 8)}
+    for (kind, _), r in rows.items():
+        for what in ("loc", "log_scale"):
+            assert 0 <= r[f"subsampling_share_{what}"] <= 1
+            parts = r[f"mc_{what}"] + r[f"subsampling_{what}"]
+            assert 0.3 < parts / r[f"total_{what}"] < 3, (kind, what)  # two estimates of one variance, 24 replicates
+        if kind == "quad":
+            assert r["mc_loc"] == r["mc_log_scale"] == 0 and r["subsampling_share_loc"] == 1
+    with pytest.raises(ValueError, match="batch_size"):
+        L.minibatch_split(x, y, loc, scale, len(y), (1,), 4)
 
 
 def test_run_writes_evaluation_and_report(run_dir):
@@ -156,21 +191,51 @@ def test_run_writes_evaluation_and_report(run_dir):
 
 
 def test_run_compare_end_to_end(run_dir):
-    """compare adds both summary keys, four figures and a re-rendered report quoting the S = 64-style ratio."""
+    """compare adds both summary keys, the lab's tables and runs, the figures and a re-rendered report; a
+    full-batch run gets no mini-batch split unless asked."""
     s = run_compare(run_dir, settings=dataclasses.replace(TINY, est_S=(1, 4, 64), est_reps=8))
     assert {"compare", "estimators"} <= set(s)
-    assert {"prior_sensitivity", "model_size", "settings", "seconds"} <= set(s["compare"])
-    assert {"table", "ratios", "curves"} <= set(s["estimators"])
-    assert len(s["estimators"]["curves"]) == 4
+    assert {"prior_sensitivity", "model_size", "settings", "seconds", "figures"} <= set(s["compare"])
+    est = s["estimators"]
+    assert {"table", "ratios", "exact", "stl_floor", "optimum", "runs", "run_config", "guides", "reach"} <= set(est)
+    assert est["minibatch_split"] is None and SPLIT_FIGURE not in s["compare"]["figures"]
+    assert list(est["runs"]) == list(ELBO_TYPES) and est["reach"] == {"loc_sd": L.REACH_LOC_SD, "scale_rel": L.REACH_SCALE_REL}
     for name in COMPARE_FIGURES + ("estimator_curves.npz",):
         assert (run_dir / name).stat().st_size > 0
+    with np.load(run_dir / "estimator_curves.npz") as z:
+        assert [str(v) for v in z["labels"]] == list(est["runs"])
+        assert z["elbo_0"].size == est["runs"][str(z["labels"][0])]["steps"]
     html = (run_dir / "report.html").read_text()
     assert "6. Prior sensitivity" in html and "Not computed yet" not in html
-    r64 = next(r for r in s["estimators"]["ratios"] if r["guide"] == "fitted" and r["S"] == 64 and r["pair"] == "pyro")
-    assert f"{r64['grad_ratio']:.3f}" in html
+    r64 = next(r for r in est["ratios"] if r["guide"] == "fitted" and r["S"] == 64 and r["estimator"] == "rqmc")
+    assert f"{r64['loc_ratio']:.3g}" in html
     on_disk = json.loads((run_dir / "summary.json").read_text())
-    assert on_disk["estimators"]["ratios"] == s["estimators"]["ratios"]
+    assert on_disk["estimators"]["ratios"] == est["ratios"]
     print(format_compare_summary(s, run_dir))
+
+
+def test_run_compare_with_batch_size_writes_the_split_and_report(run_dir):
+    """``batch_size=B``: the Monte Carlo / subsampling split and its figure; the report has the ranking
+    table, the STL floor sentence with the correlated pair, and the subsampling share at B."""
+    s = run_compare(run_dir, settings=dataclasses.replace(TINY, est_S=(1, 16), est_reps=6, ks=(1, 2)), batch_size=50)
+    est = s["estimators"]
+    sp = est["minibatch_split"]
+    assert sp["batch_size"] == 50 and sp["n"] == s["data"]["n_train"] and sp["reps"] == 6
+    assert {(r["estimator"], r["S"]) for r in sp["rows"]} >= {("trace", 1), ("quad", 16), ("rqmc", 16)}
+    assert SPLIT_FIGURE in s["compare"]["figures"] and SPLIT_FIGURE in s["figures"]
+    assert (run_dir / SPLIT_FIGURE).stat().st_size > 0
+    md = (run_dir / "report.md").read_text()
+    assert "| S | rank | estimator | Var ∂/∂loc | ÷ trace [95 % CI] |" in md
+    fl = est["stl_floor"]
+    names = est["coef_names"]
+    i, j = fl["corr_pair"]
+    assert "**Sticking the landing" in md and "predicted floor" in md
+    assert f"`{names[i]}` and `{names[j]}` have correlation ρ = {fl['corr']:.2f}" in md
+    assert f"ρ²/(1 + ρ²) = {fl['corr'] ** 2 / (1 + fl['corr'] ** 2):.2f}" in md
+    tr16 = next(r for r in sp["rows"] if r["estimator"] == "trace" and r["S"] == 16)
+    assert f"subsampling makes up {100 * tr16['subsampling_share_loc']:.1f} % of `trace`'s loc-gradient variance at S = 16" in md
+    assert "(estimators_minibatch_split.png)" in md and "(estimators_training.png)" in md
+    assert "IWAE is a different objective" in md and "Score function." in md and "--batch-size 50" in md
 
 
 def test_compare_bad_directory_is_a_user_error(tmp_path, capsys):

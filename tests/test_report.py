@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import copy
+import functools
 import json
 import re
 
@@ -13,11 +15,36 @@ from scipy.special import expit
 
 from pyro_spam import report as R
 from pyro_spam.evaluate import advanced_evaluation
-from pyro_spam.io.rundir import save_figure, write_json
+from pyro_spam.io.rundir import save_figure, to_jsonable, write_json
 from pyro_spam.report.document import pct
 
 FIGS = ("elbo_history.png", "weights.png", "eval_weights.png", "eval_uncertainty.png", "eval_calibration.png",
         "eval_selective.png", "eval_examples.png")
+
+
+@functools.cache
+def _lab() -> dict:
+    """``summary["estimators"]`` as ``compare`` writes it, from the estimator lab on tiny synthetic data
+    (few replicates, small S; the training runs are stand-ins: fitting is not what this file tests)."""
+    from pyro_spam import estimator_lab as L
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 2))
+    x[:, 1] += 0.8 * x[:, 0]  # correlated coefficients: a visible STL floor
+    y = (rng.uniform(size=300) < expit(-1.0 + x @ np.array([1.5, -0.5]))).astype(float)
+    loc, scale = L.optimum(x, y)
+    est = L.estimator_variance(x, y, {"initial": (np.zeros(3), np.full(3, 0.1)), "fitted": (loc, scale)}, (1, 16, 64), 8,
+                               n_boot=50)
+    est.update(fitted_from="exact optimum (L-BFGS on the quadrature ELBO)", stl_floor=L.stl_floor(x, y, loc, scale),
+               coef_names=["w0 (bias)", "x1", "x2^2"], minibatch_split=L.minibatch_split(x, y, loc, scale, 30, (1, 16, 64), 8),
+               optimum={"loc": loc, "scale": scale}, reach={"loc_sd": L.REACH_LOC_SD, "scale_rel": L.REACH_SCALE_REL},
+               run_config={"optimizer": "adam", "engine": "svi", "particles": 16, "max_steps": 400, "lr": 0.1, "batch_size": None,
+                           "stop": "iterates", "seed": 0})
+    est["runs"] = {k: {"steps": 200 if k in ("quad", "rqmc") else 400, "seconds": 1.0 + i, "ms_per_step": 5.0, "particles": 16,
+                       "stop_reason": "converged" if k in ("quad", "rqmc") else "budget", "loc": loc, "scale": scale * (3 if k == "iwae" else 1),
+                       "dist_loc_sd": 0.9 if k == "iwae" else 0.01, "dist_scale_rel": 2.0 if k == "iwae" else 0.01, "reached": k != "iwae"}
+                   for i, k in enumerate(("trace", "meanfield", "stl", "rqmc", "quad", "iwae", "score"))}
+    return json.loads(json.dumps(to_jsonable(est)))
 
 
 def _summary(with_compare: bool = False) -> dict:
@@ -65,14 +92,7 @@ def _summary(with_compare: bool = False) -> dict:
                 "polynomial": {"lppd": [-0.42, -0.38, -0.381], "se": [0.01] * 3, "best_k": 2, "one_se_k": 2},
                 "linear": {"lppd": [-0.42, -0.37, -0.35], "se": [0.01] * 3, "best_k": 3, "one_se_k": 3}}},
         }
-        table = [{"guide": g, "estimator": e, "S": S, "var_elbo": 1.0 / S, "var_grad": 10.0 / S, "mean_elbo": -150.0}
-                 for g in ("initial", "fitted") for e in ("Pyro Trace_ELBO", "Pyro TraceMeanField_ELBO", "manual MC KL",
-                                                          "manual analytic KL") for S in (1, 64)]
-        ratios = [{"guide": g, "S": S, "pair": pair, "grad_ratio": 1.004, "grad_lo": 0.99, "grad_hi": 1.02,
-                   "elbo_ratio": 0.3, "elbo_lo": 0.2, "elbo_hi": 0.45} for g in ("initial", "fitted") for S in (1, 64)
-                  for pair in ("pyro", "manual")]
-        s["estimators"] = {"S": [1, 64], "reps": 64, "table": table, "ratios": ratios, "fitted_from": "meanfield",
-                           "guides": {"initial": {"loc": [0, 0, 0], "scale": [0.1, 0.1, 0.1]}, "fitted": {"loc": [0] * 3, "scale": [1] * 3}}}
+        s["estimators"] = copy.deepcopy(_lab())
     return s
 
 
@@ -141,14 +161,24 @@ def test_optional_sections(run_dir):
 
 
 def test_compare_and_estimator_sections(run_dir):
-    """With compare results: both sweeps, the estimator table and the S = 64 ratio with its verdict in words."""
-    _, page = R.render_report(run_dir, _summary(with_compare=True))
-    html = page.read_text()
+    """With compare results: both sweeps, the estimator ranking, the findings in words with this run's numbers."""
+    s = _summary(with_compare=True)
+    md, page = R.render_report(run_dir, s)
+    html, text = page.read_text(), md.read_text()
     assert "6. Prior sensitivity" in html and "7. Model size" in html
-    assert "Trace_ELBO has 1.004× the variance" in html
-    assert "no detectable difference: the analytic KL does not change the gradient variance" in html
     assert "Not computed yet" not in html
     assert "Linear terms reach lppd -0.350" in html  # write-up insight from the sweep
+    est = s["estimators"]
+    assert "| S | rank | estimator | Var ∂/∂loc |" in text and text.count("| 64 | ") == len(est["estimators"])
+    rq = next(r for r in est["ratios"] if (r["guide"], r["S"], r["estimator"]) == ("fitted", 64, "rqmc"))
+    assert f"`rqmc` ({rq['loc_ratio']:.2g}×)" in text  # the ranking sentence
+    fl = est["stl_floor"]
+    assert f"correlation ρ = {fl['corr']:.2f}" in text and "predicted floor" in text
+    for head in ("What was measured.", "Randomised QMC", "Score function.", "IWAE is a different objective.",
+                 "subsampling noise sets a floor", "Time to a converged fit."):
+        assert head in text, head
+    assert "`iwae` (0.90 sd)" in text and "every loc within 0.3 posterior sd" in text
+    assert "Loc-gradient variance ÷ Trace_ELBO's at S = 64" in text  # the key-findings bullet
 
 
 @pytest.mark.parametrize("with_compare", [False, True])

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..data import load_data
 from ..errors import PyroSpamError
-from ..estimator_lab import estimator_variance, minibatch_split, optimum, stl_floor, training_runs
+from ..estimator_lab import REACH_LOC_SD, REACH_SCALE_REL, estimator_variance, minibatch_split, optimum, stl_floor, training_runs
 from ..io.run_reader import read_run, read_summary
 from ..io.rundir import SUMMARY, save_figure, to_jsonable, write_json, write_npz
 from ..report import render_report
@@ -141,6 +141,7 @@ def run_compare(run_dir: str | Path, *, quick: bool = False, settings: CompareSe
     timings["training_runs"] = time.perf_counter() - t
     est["optimum"] = {"loc": ref[0], "scale": ref[1]}
     est["runs"] = {k: {kk: vv for kk, vv in v.items() if kk != "elbo"} for k, v in runs.items()}
+    est["reach"] = {"loc_sd": REACH_LOC_SD, "scale_rel": REACH_SCALE_REL}
     est["run_config"] = {"optimizer": "adam", "engine": "svi", "particles": run_cfg.particles, "max_steps": run_cfg.max_steps,
                          "lr": run_cfg.lr, "batch_size": run_cfg.batch_size, "stop": run_cfg.stop, "seed": run_cfg.seed}
     labels = list(runs)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Para", "Bullets", "Table", "Figure", "Section", "Block", "f", "g", "pct", "code_list", "short_value",
-           "word_count", "to_markdown", "to_html", "CSS"]
+           "word_count", "markdown_table", "to_markdown", "to_html", "CSS"]
 
 
 # ---------------------------------------------------------------- document model
@@ -138,6 +138,15 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def markdown_table(t: Table) -> str:
+    """One table as GitHub-flavoured Markdown, its caption (if any) in italics above it."""
+    out = [f"*{t.caption}*", ""] if t.caption else []
+    out.append("| " + " | ".join(_md_cell(h) for h in t.header) + " |")
+    out.append("|" + "|".join("---" for _ in t.header) + "|")
+    out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
+    return "\n".join(out)
+
+
 def to_markdown(title: str, sections: Sequence[Section]) -> str:
     """The report as GitHub-flavoured Markdown (figures referenced by file name)."""
     out = [f"# {title}", ""]
@@ -150,12 +159,7 @@ def to_markdown(title: str, sections: Sequence[Section]) -> str:
             elif isinstance(b, Bullets):
                 out += [f"- {i}" for i in b.items] + [""]
             elif isinstance(b, Table):
-                if b.caption:
-                    out += [f"*{b.caption}*", ""]
-                out.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
-                out.append("|" + "|".join("---" for _ in b.header) + "|")
-                out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
-                out.append("")
+                out += [markdown_table(b), ""]
             elif isinstance(b, Figure):
                 out += [f"![{b.caption}]({b.name})", "", f"*{b.caption}*", ""]
     return "\n".join(out).rstrip() + "\n"

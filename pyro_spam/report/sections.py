@@ -8,16 +8,15 @@ the document model of :mod:`.document`; rendering lives there too.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..evaluate import ratio_verdict
 from ..io.run_reader import summary_value
 from ..summary import EvaluationSection, Summary, elbo_label, primary_fit
 from .diagnostics import diagnostics_sections, flatten
 from .document import Block, Bullets, Figure, Para, Section, Table, code_list, f, g, pct, short_value, word_count
+from .estimators import estimator_headline, estimator_insight, estimator_sections
 
 __all__ = ["build_sections", "writeup"]
 
@@ -63,33 +62,15 @@ def _key_findings(s: Summary) -> list[str]:
             f"{pct(ev['selective']['total']['accuracy_at']['0.90'])}."
         )
     est = s.get("estimators")
-    r = _ratio(est, "fitted", 64) if est else None
-    if r:
-        out.append(
-            f"Gradient variance, Trace_ELBO ÷ TraceMeanField_ELBO at S = 64 (fitted guide): **{f(r['grad_ratio'])}** "
-            f"(95 % CI {f(r['grad_lo'])}–{f(r['grad_hi'])}): {_verdict(r)}."
-        )
+    head = estimator_headline(est) if est and est.get("table") else None
+    if head:
+        out.append(head)
     cmp_ = s.get("compare")
     if cmp_:
         ms = cmp_["model_size"]["kinds"]
         parts = [f"{k} terms best at K = {v['best_k']} (lppd {f(max(v['lppd']), 4)})" for k, v in ms.items()]
         out.append("Model size: " + "; ".join(parts) + ".")
     return out
-
-
-def _verdict(r: Mapping[str, Any]) -> str:
-    """The gradient-variance ratio of an ``estimators`` row in words."""
-    return ratio_verdict(r["grad_ratio"], r["grad_lo"], r["grad_hi"], "gradient variance")
-
-
-def _ratio(est: Mapping[str, Any] | None, guide: str, S: int, pair: str = "pyro") -> Mapping[str, Any] | None:
-    """The ``estimators`` ratio row for a guide, particle count and estimator pair (``None`` when absent)."""
-    if not est:
-        return None
-    for r in est.get("ratios", []):
-        if r["guide"] == guide and r["S"] == S and r["pair"] == pair:
-            return r
-    return None
 
 
 def _data_section(s: Summary) -> Section:
@@ -498,96 +479,6 @@ def _compare_sections(s: Summary) -> list[Section]:
     return [sec6, sec7]
 
 
-def _estimators_section(s: Summary) -> Section:
-    """Variance of the ELBO estimators (``summary["estimators"]``), or a note on how to add it."""
-    est = s.get("estimators")
-    sec = Section("estimators", "ELBO estimators: Trace_ELBO, TraceMeanField_ELBO and the manual module")
-    if not est:
-        sec.blocks.append(Para("Not computed yet: run `pyro-spam compare RUN_DIR`."))
-        return sec
-    S = est["S"]
-    table = est["table"]
-    r_fit, r_init = _ratio(est, "fitted", 64), _ratio(est, "initial", 64)
-    parts = [f"Each estimator was evaluated {est['reps']} times at fixed guide parameters (the initial guide: loc 0, "
-             f"scale {g(est['guides']['initial']['scale'][0], 2)}; and the fitted "
-             f"`{est.get('fitted_from', 'meanfield')}` guide) on the full training set, for S = "
-             f"{', '.join(map(str, S))} particles. The two Pyro estimators share their noise replicate by replicate, "
-             "and so do the two manual ones, so their variance ratios are measured with common random numbers (95 % "
-             "paired bootstrap intervals)."]
-    if r_fit:
-        parts.append(f"**Gradient variance: at S = 64 and the fitted guide, Trace_ELBO has {f(r_fit['grad_ratio'])}× "
-                     f"the variance of TraceMeanField_ELBO** (95 % CI {f(r_fit['grad_lo'])}–{f(r_fit['grad_hi'])})"
-                     + (f"; at the initial guide {f(r_init['grad_ratio'], 4)}× (CI "
-                        f"{f(r_init['grad_lo'], 4)}–{f(r_init['grad_hi'], 4)})" if r_init else "")
-                     + f". So {_verdict(r_fit)}"
-                     + (" (a ratio of 1 means equal variance). The reason: the gradient noise comes from the "
-                        f"log-likelihood of {s['data']['n_train']:,} messages; the Monte Carlo KL adds only the noise "
-                        "of ∇ log p(w), which is tiny next to it (the ∇ log q part is exactly −1/scale under the "
-                        "reparameterisation, with no noise at all)."
-                        if 0.95 < r_fit["grad_ratio"] < 1.05 else "."))
-        parts.append("The ELBO *value* behaves differently: at the fitted guide the MC-KL estimate has "
-                     f"{f(r_fit['elbo_ratio'], 2)}× the variance of the analytic one (CI "
-                     f"{f(r_fit['elbo_lo'], 2)}–{f(r_fit['elbo_hi'], 2)})"
-                     + (" — lower, because near the optimum q resembles the posterior, so log p(y, w) − log q(w) "
-                        "varies little between draws and the noise of the likelihood and of the MC KL "
-                        "cancel." if r_fit["elbo_hi"] < 1 else ".")
-                     + (f" At the initial guide the ratio is {f(r_init['elbo_ratio'], 3)}: there the likelihood noise "
-                        "dwarfs both." if r_init else ""))
-    by = {(r["guide"], r["estimator"], r["S"]): r for r in table}
-    pairs = []
-    for gname in ("fitted",):
-        for a, b in (("Pyro Trace_ELBO", "manual MC KL"), ("Pyro TraceMeanField_ELBO", "manual analytic KL")):
-            ra, rb = by.get((gname, a, 64)), by.get((gname, b, 64))
-            if ra and rb:
-                pairs.append(rb["var_grad"] / ra["var_grad"])
-    if pairs:
-        rel = math.sqrt(2 / max(1, est["reps"] - 1)) * math.sqrt(2)
-        parts.append("The manual module's estimators have the same variances as Pyro's within sampling error "
-                     f"(gradient variance ratio manual ÷ Pyro at S = 64: {', '.join(f(p, 2) for p in pairs)}; "
-                     f"independent noise, relative SE ≈ {pct(rel, 0)}). All variances fall as 1/S.")
-    sec.blocks.append(Para(" ".join(parts)))
-    sec.blocks.append(Figure("estimators_variance.png", "Variance of the ELBO estimate (a) and of its gradient w.r.t. "
-                                                        "(loc, scale) (b) against the number of particles S, at the "
-                                                        "initial guide (top) and the fitted guide (bottom); (c) "
-                                                        "Trace_ELBO ÷ TraceMeanField_ELBO variance ratios with 95 % "
-                                                        "intervals."))
-    rows = []
-    for gname in dict.fromkeys(r["guide"] for r in table):
-        for lab in dict.fromkeys(r["estimator"] for r in table):
-            rr = [by.get((gname, lab, sv)) for sv in S]
-            rows.append([gname, lab] + [f"{g(r['var_elbo'], 3)} / {g(r['var_grad'], 3)}" if r else "n/a" for r in rr])
-    sec.blocks.append(Table(["guide", "estimator"] + [f"S = {sv}" for sv in S], rows,
-                            caption="Variance of the ELBO estimate (nats²) / trace of the gradient covariance, per S."))
-    rrows = [[r["guide"], str(r["S"]), r["pair"],
-              f"{f(r['grad_ratio'], 4)} [{f(r['grad_lo'], 4)}, {f(r['grad_hi'], 4)}]",
-              f"{f(r['elbo_ratio'], 3)} [{f(r['elbo_lo'], 3)}, {f(r['elbo_hi'], 3)}]"] for r in est.get("ratios", [])]
-    sec.blocks.append(Table(["guide", "S", "pair", "gradient variance ratio MC ÷ analytic [95 % CI]",
-                             "ELBO variance ratio [95 % CI]"], rrows))
-    curves = est.get("curves")
-    if curves:
-        cc = est.get("curve_config", {})
-        final = [c["final_elbo"] for c in curves.values()]
-        fastest = min(curves.items(), key=lambda kv: kv[1]["ms_per_step"])
-        slowest = max(curves.items(), key=lambda kv: kv[1]["ms_per_step"])
-        spread = max(final) - min(final)
-        same = (f"all four follow practically the same trajectory (final ELBOs within {g(spread, 2)} nats): with one "
-                "seed they see the same noise, since the manual engine replays SVI's random stream by design, and the "
-                "two KL variants give nearly the same gradients (above)" if spread < 1.0 else
-                f"final ELBOs range from {f(min(final), 1)} to {f(max(final), 1)} nats")
-        sec.blocks.append(Para(
-            f"Training curves (S = {cc.get('particles')}, learning rate {cc.get('lr')}, full batches, same seed): "
-            f"{same}. Where they differ is cost: {fastest[0]} takes {f(fastest[1]['ms_per_step'], 1)} ms per step "
-            f"against {f(slowest[1]['ms_per_step'], 1)} ms for {slowest[0]} "
-            f"({f(slowest[1]['ms_per_step'] / fastest[1]['ms_per_step'], 1)}× slower); "
-            + "; ".join(f"{k}: {f(c['ms_per_step'], 1)} ms, {c['steps']} steps ({c['stop_reason']})"
-                        for k, c in curves.items())
-            + ". Timings are wall-clock on a shared machine and vary between runs."))
-        sec.blocks.append(Figure("estimators_training.png", "Training ELBO (running mean) of each estimator against "
-                                                            "the step (a) and the wall-clock time (b). In (a) the "
-                                                            "curves lie on top of each other."))
-    return sec
-
-
 def writeup(s: Summary) -> str:
     """The 100–500-word write-up (motivation, implementation, insights) from this run's numbers, as Markdown."""
     d = s["data"]
@@ -641,11 +532,10 @@ def writeup(s: Summary) -> str:
         cost = next((f"{-r['diff_vs_1']:.3f}" for r in rows if r["prior_scale"] == 0.1 and "diff_vs_1" in r), "n/a")
         ins.append("Prior scales of 1 and 10 predict alike; 0.1 shrinks the weights and costs " + cost
                    + " nats per message.")
-    r = _ratio(s.get("estimators"), "fitted", 64)
-    if r:
-        v = _verdict(r)
-        ins.append(f"On gradient variance, {v[0].lower() + v[1:]} (ratio MC ÷ analytic KL {f(r['grad_ratio'])} at S = "
-                   "64).")
+    est = s.get("estimators")
+    insight = estimator_insight(est) if est and est.get("table") else None
+    if insight:
+        ins.append(insight)
     return "\n\n".join([motivation, impl, " ".join(ins)])
 
 
@@ -683,8 +573,9 @@ def _reproduce_section(s: Summary, name: str) -> Section:
     blocks: list[Block] = [Para("Same seed, same numbers. The run was made with:"), Para("`" + " ".join(cmd) + "`")]
     if s.get("compare"):
         quick = " --quick" if s["compare"].get("quick") else ""
-        opt = s["compare"].get("settings", {}).get("sweep_optimizer", "adam")
-        blocks.append(Para(f"followed by `pyro-spam compare {name}{quick} --optimizer {opt}`."))
+        st = s["compare"].get("settings", {})
+        split = f" --batch-size {st['split_batch_size']}" if st.get("split_batch_size") is not None else ""
+        blocks.append(Para(f"followed by `pyro-spam compare {name}{quick} --optimizer {st.get('sweep_optimizer', 'adam')}{split}`."))
     vers = meta.get("versions", {})
     if vers:
         blocks.append(Table(["package", "version"], [[k, str(v)] for k, v in vers.items()]))
@@ -739,7 +630,7 @@ def build_sections(summary: Summary, run_dir: Path, figures_available: Sequence[
         evsec.blocks.append(Para("No evaluation in this run's summary."))
         secs.append(evsec)
     secs += _compare_sections(s)
-    secs.append(_estimators_section(s))
+    secs += estimator_sections(s.get("estimators"))
     wu = writeup(s)
     secs.append(Section("writeup", f"Write-up: advanced evaluation ({word_count(wu)} words)",
                         [Para(p) for p in wu.split("\n\n")]))
