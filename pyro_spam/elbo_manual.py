@@ -56,6 +56,7 @@ __all__ = [
     "elbo_iwae",
     "elbo_score",
     "score_costs",
+    "score_parts",
     "rqmc_normal",
     "draw_noise",
     "NOISE_SEED_HIGH",
@@ -276,6 +277,22 @@ def elbo_score(
     :func:`score_costs` (what Pyro's ``use_decaying_avg_baseline`` keeps per particle slot). A
     constant baseline leaves the estimator unbiased (``E ∇ log q = 0``) and lowers its variance.
     """
+    return score_parts(loc, scale, eps, x, y, n_total=n_total, prior_scale=prior_scale, baseline=baseline)[0]
+
+
+def score_parts(
+    loc: Tensor,
+    scale: Tensor,
+    eps: Tensor,
+    x: Tensor,
+    y: Tensor,
+    *,
+    n_total: int | None = None,
+    prior_scale: float = 1.0,
+    baseline: Tensor | float | None = None,
+) -> tuple[ElboParts, Tensor]:
+    """:func:`elbo_score` and its per-draw terms ``f_s`` (S,), detached (what a baseline averages),
+    from one pass over the data."""
     w = draw(loc, scale, eps).detach()
     ll_s = _particle_log_lik(w, x, y, n_total)
     log_q = log_normal(w, loc, scale)
@@ -285,7 +302,7 @@ def elbo_score(
     surrogate = (log_q * (f - b)).mean()
     value = f.mean()
     elbo_t = value + (surrogate - surrogate.detach())  # value of the estimate, gradient of the surrogate
-    return ElboParts(elbo_t, ll_s.mean(), kl_s.mean().detach())
+    return ElboParts(elbo_t, ll_s.mean(), kl_s.mean().detach()), f
 
 
 NOISE_SEED_HIGH = 2**62

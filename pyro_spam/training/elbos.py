@@ -132,9 +132,10 @@ class StlELBO(_RecordLoglik, Trace_ELBO):
     def _get_trace(self, model, guide, args, kwargs):
         model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
         for site in _latent_guide_sites(guide_trace):
-            lp = scale_and_mask(detach_params(site["fn"]).log_prob(site["value"]), site["scale"], site["mask"])
+            unscaled = detach_params(site["fn"]).log_prob(site["value"])
+            lp = scale_and_mask(unscaled, site["scale"], site["mask"])
             site["log_prob"] = lp
-            site["unscaled_log_prob"] = lp
+            site["unscaled_log_prob"] = unscaled
             site["log_prob_sum"] = lp.sum()
             site["score_parts"] = site["score_parts"]._replace(log_prob=lp, entropy_term=lp)
         return model_trace, guide_trace
@@ -192,7 +193,6 @@ class IwaeELBO(RenyiELBO):
         """The differentiable loss (−bound) and the particle mean of the observed site's log-likelihood."""
         parts, logliks = [], []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            model_trace.compute_log_prob()
             sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
             particle = 0.0
             for site in model_trace.nodes.values():

@@ -64,9 +64,9 @@ class ManualStepper:
             return -parts.elbo, em.ElboParts(*(p.detach() for p in parts))
 
         def neg_elbo_score(loc_: Tensor, log_scale_: Tensor, eps: Tensor, xb: Tensor, yb: Tensor,
-                           b: Tensor) -> tuple[Tensor, em.ElboParts]:
-            parts = em.elbo_score(loc_, torch.exp(log_scale_), eps, xb, yb, n_total=n, prior_scale=cfg.prior_scale, baseline=b)
-            return -parts.elbo, em.ElboParts(*(p.detach() for p in parts))
+                           b: Tensor) -> tuple[Tensor, tuple[em.ElboParts, Tensor]]:
+            parts, f = em.score_parts(loc_, torch.exp(log_scale_), eps, xb, yb, n_total=n, prior_scale=cfg.prior_scale, baseline=b)
+            return -parts.elbo, (em.ElboParts(*(p.detach() for p in parts)), f)
 
         self.grad_fn = grad(neg_elbo_score if cfg.elbo == "score" else neg_elbo, argnums=(0, 1), has_aux=True)
         self.baseline = torch.zeros(cfg.particles)
@@ -80,8 +80,7 @@ class ManualStepper:
             eps = torch.randn((self.cfg.particles, 1, k1), generator=self.noise).reshape(self.cfg.particles, k1)
         loc, log_scale = self.loc.detach(), self.log_scale.detach()
         if self.cfg.elbo == "score":
-            (g_loc, g_log_scale), parts = self.grad_fn(loc, log_scale, eps, xb, yb, self.baseline)
-            f = em.score_costs(loc, torch.exp(log_scale), eps, xb, yb, n_total=self.x.shape[0], prior_scale=self.cfg.prior_scale)
+            (g_loc, g_log_scale), (parts, f) = self.grad_fn(loc, log_scale, eps, xb, yb, self.baseline)
             self.baseline = (1.0 - SCORE_BASELINE_BETA) * f + SCORE_BASELINE_BETA * self.baseline
         else:
             (g_loc, g_log_scale), parts = self.grad_fn(loc, log_scale, eps, xb, yb)
