@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ELBO_TYPES, TrainConfig
+from .config import ELBO_TYPES, GUIDES, TrainConfig
 from .errors import ConfigError, PyroSpamError
 
 EXIT_USER_ERROR = 2
 _TRAIN_DEFAULTS = TrainConfig()  # one source of defaults: the CLI shows the library's
 EXIT_INTERRUPTED = 130
 # Options that make up a run's configuration; with --resume they come from the run directory.
-CONFIG_OPTIONS = ("optimizer", "grad_tol", "stop", "window", "tol",
+CONFIG_OPTIONS = ("optimizer", "grad_tol", "stop", "window", "tol", "guide", "rank",
                   "data", "components", "variance_target", "features", "test_size", "elbo", "engine",
                   "particles", "batch_size", "steps", "lr", "prior_scale", "seed", "draws")
 
@@ -76,6 +76,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                         "full batch, float64, converged at --grad-tol (the optimum in ~0.1 s)")
     g.add_argument("--grad-tol", type=float, default=_TRAIN_DEFAULTS.grad_tol,
                    help=f"--optimizer lbfgs only: largest gradient component at convergence (default {_TRAIN_DEFAULTS.grad_tol:g})")
+    g.add_argument("--guide", choices=GUIDES, default=_TRAIN_DEFAULTS.guide,
+                   help="the Gaussian family of q: meanfield (diagonal, the course's; default), fullrank (Cholesky factor), "
+                        "lowrank (diagonal + rank --rank factor); fullrank/lowrank start at the Laplace approximation "
+                        "and need --engine svi (lowrank also --optimizer adam)")
+    g.add_argument("--rank", type=int, default=_TRAIN_DEFAULTS.rank,
+                   help=f"--guide lowrank only: rank of the factor (default {_TRAIN_DEFAULTS.rank})")
     g.add_argument("--engine", choices=("svi", "manual"), default="svi", help="Pyro SVI or the plain-torch manual ELBO loop (default svi)")
     g.add_argument("--particles", "-S", type=int, default=_TRAIN_DEFAULTS.particles,
                    help=f"Monte Carlo particles per step (default {_TRAIN_DEFAULTS.particles})")
@@ -126,6 +132,7 @@ def _run_config(args: argparse.Namespace):
         features=FeatureConfig(components=args.components, variance_target=args.variance_target,
                                kind=args.features, test_size=args.test_size),
         train=TrainConfig(elbo=elbos[0], optimizer=args.optimizer, grad_tol=args.grad_tol, engine=args.engine,
+                          guide=args.guide, rank=args.rank,
                           particles=args.particles, batch_size=args.batch_size,
                           max_steps=args.steps, lr=args.lr, prior_scale=args.prior_scale, seed=args.seed,
                           window=args.window, tol=args.tol, stop=args.stop),

@@ -20,6 +20,7 @@ OPTIMIZERS = ("adam", "lbfgs")
 FEATURE_KINDS = ("polynomial", "linear")
 ENGINES = ("svi", "manual")
 STOP_RULES = ("iterates", "plateau")
+GUIDES = ("meanfield", "fullrank", "lowrank")
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
@@ -98,6 +99,13 @@ class TrainConfig:
     quad_nodes : int, default=32
         Gauss–Hermite nodes of the ``quad`` ELBO (see :data:`pyro_spam.elbo_manual.QUAD_NODES`).
         Fewer are enough at posterior widths: SBC refits use 16 (optima identical to < 1e-6 sd).
+    guide : {"meanfield", "fullrank", "lowrank"}, default="meanfield"
+        The Gaussian family of q (:mod:`pyro_spam.guide`): diagonal (the course's), full
+        covariance (a Cholesky factor), or diagonal plus a rank-``rank`` factor. The full and
+        low-rank guides train with the SVI engine and Adam and every ELBO (the manual engine is
+        mean-field only; L-BFGS also fits the full-rank guide); their fits carry the covariance (``cov``).
+    rank : int, default=1
+        ``guide="lowrank"`` only: rank of the factor (1 … K).
     engine : {"svi", "manual"}, default="svi"
         Pyro SVI, or the plain-torch loop over the manual ELBO.
     particles : int, default=64
@@ -141,6 +149,8 @@ class TrainConfig:
     optimizer: str = "adam"
     grad_tol: float = 1e-4
     quad_nodes: int = 32
+    guide: str = "meanfield"
+    rank: int = 1
     engine: str = "svi"
     particles: int = 64
     batch_size: int | None = None
@@ -162,6 +172,14 @@ class TrainConfig:
             object.__setattr__(self, "elbo", "quad" if self.optimizer == "lbfgs" else "meanfield")
         _choice("elbo", self.elbo, ELBO_TYPES)
         _choice("engine", self.engine, ENGINES)
+        _choice("guide", self.guide, GUIDES)
+        _positive("rank", self.rank, integer=True)
+        if self.guide != "meanfield":
+            if self.engine == "manual":
+                raise ConfigError(f"the manual engine fits the mean-field guide only (got guide {self.guide!r}); use --engine svi")
+            if self.optimizer == "lbfgs" and self.guide != "fullrank":
+                raise ConfigError(f"the lbfgs optimizer fits the mean-field and full-rank guides (got guide {self.guide!r}); "
+                                  "use --optimizer adam")
         if self.optimizer == "lbfgs":
             if self.elbo not in DETERMINISTIC_ELBOS:
                 raise ConfigError(f"the lbfgs optimizer needs the deterministic 'quad' ELBO (got {self.elbo!r}: "

@@ -31,6 +31,7 @@ package's model, guide and ELBO factory rather than copying them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -46,7 +47,7 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 from . import elbo_manual as em
-from .guide import LOC, SCALE, make_guide
+from .guide import LOC, SCALE, SCALE_TRIL, make_guide
 from .model import model
 from .training.elbos import make_elbo
 from .training.engines import torch_threads
@@ -148,6 +149,9 @@ def _as(t: Any, dtype: torch.dtype) -> Tensor:
 
 
 def _guide_for(loc: Tensor, scale: Tensor):
+    """The package's guide at (loc, scale): mean-field for a vector of sds, full rank for a lower-triangular factor."""
+    if scale.dim() == 2:
+        return make_guide(init_loc=loc, kind="fullrank", init_scale_tril=scale)
     return make_guide(init_loc=loc, init_scale_vec=scale)
 
 
@@ -212,7 +216,7 @@ def pyro_same_noise_sequence(
         for _ in range(evaluations):
             loss, loglik = elbo.loss_and_loglik(model, recording_guide, x, y, subsample, prior_scale)
             tr = rec["trace"]
-            loc_t, scale_t = tr.nodes[LOC]["value"], tr.nodes[SCALE]["value"]
+            loc_t, scale_t = tr.nodes[LOC]["value"], tr.nodes[SCALE_TRIL if scale.dim() == 2 else SCALE]["value"]
             g_loc, g_scale = torch.autograd.grad(loss, [loc_t, scale_t])
             eps = None
             if kind != "quad":
@@ -220,7 +224,11 @@ def pyro_same_noise_sequence(
                 # S > 1 vectorised particles: (S, 1, K+1); Pyro adds no particle plate for S = 1: (K+1,)
                 ok = w.shape == (particles, 1, loc.shape[0]) or (particles == 1 and w.shape == loc.shape)
                 assert ok, f"unexpected particle shape {tuple(w.shape)}"
-                eps = ((w - loc_t.detach()) / scale_t.detach()).reshape(particles, -1)
+                if scale.dim() == 2:  # full rank: ε = L⁻¹(w − loc)
+                    dw = (w - loc_t.detach()).reshape(particles, -1)
+                    eps = torch.linalg.solve_triangular(scale_t.detach(), dw.T, upper=False).T
+                else:
+                    eps = ((w - loc_t.detach()) / scale_t.detach()).reshape(particles, -1)
             out.append(SameNoise(
                 elbo=-float(loss.detach()),
                 loglik=float(loglik),
@@ -243,7 +251,7 @@ def pyro_kl_analytic(x: Tensor, y: Tensor, loc: Tensor, scale: Tensor, prior_sca
         g_tr = poutine.trace(guide).get_trace(x, y, None, prior_scale)
         m_tr = poutine.trace(poutine.replay(model, trace=g_tr)).get_trace(x, y, None, prior_scale)
         q, p = g_tr.nodes["w"]["fn"], m_tr.nodes["w"]["fn"]
-        assert isinstance(q, dist.Independent) and isinstance(p, dist.Independent)
+        assert isinstance(q, (dist.Independent, dist.MultivariateNormal)) and isinstance(p, dist.Independent)
         return float(kl_divergence(q, p).detach())
 
 
@@ -493,6 +501,31 @@ def _estimator_rows(x: Tensor, y: Tensor, loc: Tensor, scale: Tensor, *, particl
     return rows
 
 
+FULLRANK_KINDS = {"trace": "Trace_ELBO vs manual MC KL", "meanfield": "TraceMeanField_ELBO vs manual analytic KL",
+                  "quad": "QuadratureELBO vs manual elbo_quad"}
+"""The estimators cross-checked with the full-rank guide."""
+
+
+def fullrank_rows(x: Tensor, y: Tensor, loc: Tensor, scale_tril: Tensor, *, particles: int, prior_scale: float,
+                  seed: int) -> list[dict[str, Any]]:
+    """Same-noise rows for the full-rank guide ``N(loc, L Lᵀ)``: KL, value and gradients (w.r.t. loc and
+    the lower triangle of L) of ``Trace_ELBO``, ``TraceMeanField_ELBO`` (whose closed-form KL needs
+    this package's registered pair) and the quadrature ELBO against the manual module."""
+    rows = [_exact_row("KL analytic, full-rank guide (Pyro kl_divergence vs manual)", pyro_kl_analytic(x, y, loc, scale_tril, prior_scale),
+                       float(em.kl_analytic(loc, scale_tril, prior_scale)), "closed form, nats")]
+    for i, (kind, label) in enumerate(FULLRANK_KINDS.items()):
+        pn = pyro_same_noise(kind, x, y, loc, scale_tril, particles=particles, prior_scale=prior_scale, seed=seed + 60 + i)
+        (g_loc, g_tril), parts = em.elbo_grad(kind, pn.loc, pn.scale, pn.eps, x, y, prior_scale=prior_scale)
+        label = f"full-rank guide, {label}"
+        rows.append(_exact_row(f"ELBO same noise ({label})", pn.elbo, float(parts.elbo),
+                               "no noise, full data, nats" if kind == "quad" else f"S={particles}, full data, nats"))
+        pn_tril = dataclasses.replace(pn, grad_scale=torch.tril(pn.grad_scale))  # the upper triangle of L is not a parameter
+        rows.extend(_grad_rows(kind, label, pn_tril, g_loc, torch.tril(g_tril)))
+        if kind == "meanfield":
+            rows.append(closed_form_row(pn, prior_scale, name="TraceMeanField_ELBO uses the closed-form KL (full-rank guide)"))
+    return rows
+
+
 @_one_thread
 def run_crosscheck(
     x: Any,
@@ -509,8 +542,11 @@ def run_crosscheck(
     dtype: torch.dtype = torch.float64,
     replicates: dict[str, np.ndarray] | None = None,
     kl_error: McKlError | None = None,
+    scale_tril: Any | None = None,
 ) -> list[dict[str, Any]]:
     """Compare Pyro with the manual ELBO at the guide ``(loc, scale)`` on data ``x`` (N, K), ``y`` (N,).
+    With ``scale_tril`` (a full-covariance fit's Cholesky factor) the full-rank guide's rows
+    (:func:`fullrank_rows`) are added at ``(loc, scale_tril)``.
 
     Rows (see the module docstring for the fields):
 
@@ -573,6 +609,8 @@ def run_crosscheck(
                                "checks the N/B scaling, nats"))
 
     rows.extend(_estimator_rows(xt, yt, lt, st, particles=particles, prior_scale=prior_scale, seed=seed))
+    if scale_tril is not None:
+        rows.extend(fullrank_rows(xt, yt, lt, _as(scale_tril, dtype), particles=particles, prior_scale=prior_scale, seed=seed))
 
     reps = replicates if replicates is not None else elbo_replicates(x, y, loc, scale, particles=particles, prior_scale=prior_scale,
                                                                      seed=seed, n_rep=n_rep, dtype=dtype)

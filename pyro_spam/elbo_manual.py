@@ -117,10 +117,12 @@ def log_lik_draws(w: Tensor, x: Tensor, y: Tensor) -> Tensor:
 
 
 def draw(loc: Tensor, scale: Tensor, eps: Tensor) -> Tensor:
-    """Reparameterised draws ``w_s = loc + scale · ε_s``: (S, K+1) from ``eps`` (S, K+1)."""
-    assert loc.dim() == 1 and loc.shape == scale.shape, f"loc {tuple(loc.shape)} vs scale {tuple(scale.shape)}"
+    """Reparameterised draws ``w_s = loc + scale · ε_s``: (S, K+1) from ``eps`` (S, K+1). ``scale`` is the
+    vector of sds (mean-field guide) or a lower-triangular (K+1, K+1) factor L (full-covariance
+    guide, ``w_s = loc + L ε_s``): every function of this module takes either."""
+    assert loc.dim() == 1 and scale.shape[0] == loc.shape[0] and scale.dim() in (1, 2), f"loc {tuple(loc.shape)} vs scale {tuple(scale.shape)}"
     assert eps.dim() == 2 and eps.shape[1] == loc.shape[0], f"eps {tuple(eps.shape)} vs loc {tuple(loc.shape)}"
-    return loc + scale * eps
+    return loc + (eps @ scale.T if scale.dim() == 2 else scale * eps)
 
 
 def expected_log_lik(w: Tensor, x: Tensor, y: Tensor, n_total: int | None = None) -> Tensor:
@@ -142,18 +144,29 @@ def expected_log_lik(w: Tensor, x: Tensor, y: Tensor, n_total: int | None = None
 
 def log_normal(w: Tensor, loc: Tensor | float, scale: Tensor | float) -> Tensor:
     """Log-density of the diagonal normal ``N(loc, diag(scale²))`` at ``w`` (..., K+1), summed over
-    the last dimension: ``Σ_j [−½((w_j − loc_j)/scale_j)² − ½ log(2π scale_j²)]``."""
+    the last dimension: ``Σ_j [−½((w_j − loc_j)/scale_j)² − ½ log(2π scale_j²)]``; for a lower-triangular
+    ``scale`` L, of ``N(loc, L Lᵀ)``: ``−½‖L⁻¹(w − loc)‖² − Σ_j log L_jj − (K+1)/2 log 2π``."""
     loc_t = torch.as_tensor(loc, dtype=w.dtype)
     scale_t = torch.as_tensor(scale, dtype=w.dtype)
+    if scale_t.dim() == 2:
+        z = torch.linalg.solve_triangular(scale_t, (w - loc_t).unsqueeze(-1), upper=False).squeeze(-1)
+        return -0.5 * (z * z).sum(-1) - torch.log(torch.diagonal(scale_t)).sum() - 0.5 * scale_t.shape[0] * _LOG_2PI
     zsq = ((w - loc_t) / scale_t) ** 2
     return (-0.5 * zsq - 0.5 * (_LOG_2PI + 2.0 * torch.log(scale_t))).sum(-1)
 
 
 def kl_analytic(loc: Tensor, scale: Tensor, prior_scale: float = 1.0) -> Tensor:
     """Closed-form ``KL(N(loc, scale²) ‖ N(0, s²))`` summed over coefficients:
-    ``Σ_j [log(s/σ_j) + (σ_j² + μ_j²)/(2s²) − ½]``; for s = 1 the course's ``½ Σ (μ² + σ² − 1 − log σ²)``."""
-    assert loc.dim() == 1 and loc.shape == scale.shape, f"loc {tuple(loc.shape)} vs scale {tuple(scale.shape)}"
+    ``Σ_j [log(s/σ_j) + (σ_j² + μ_j²)/(2s²) − ½]``; for s = 1 the course's ``½ Σ (μ² + σ² − 1 − log σ²)``.
+    For a lower-triangular ``scale`` L (covariance Σ = L Lᵀ):
+    ``½[Σ_j (Σ_jj + μ_j²)/s² − (K+1) − log|Σ| + (K+1) log s²]`` with ``log|Σ| = 2 Σ_j log L_jj``."""
+    assert loc.dim() == 1 and scale.shape[0] == loc.shape[0], f"loc {tuple(loc.shape)} vs scale {tuple(scale.shape)}"
     s2 = float(prior_scale) ** 2
+    if scale.dim() == 2:
+        k1 = loc.shape[0]
+        var = (scale * scale).sum(-1)
+        logdet = 2.0 * torch.log(torch.diagonal(scale)).sum()
+        return 0.5 * (((var + loc**2) / s2).sum() - k1 - logdet + k1 * math.log(s2))
     return (math.log(prior_scale) - torch.log(scale) + (scale**2 + loc**2) / (2.0 * s2) - 0.5).sum()
 
 
@@ -350,12 +363,17 @@ def gauss_hermite(n_nodes: int = QUAD_NODES, dtype: torch.dtype = torch.float64)
 
 
 def logit_moments(loc: Tensor, scale: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean ``m`` (B,) and variance ``v`` (B,) of the logits ``z = w0 + x @ w[1:]`` under the
-    mean-field guide ``w ~ N(loc, diag(scale²))``."""
-    assert loc.dim() == 1 and loc.shape == scale.shape and loc.shape[0] == x.shape[1] + 1, (
+    """Mean ``m`` (B,) and variance ``v`` (B,) of the logits ``z = w0 + x @ w[1:]`` under the guide
+    ``w ~ N(loc, diag(scale²))`` (``scale`` (K+1,)) or ``N(loc, L Lᵀ)`` (``scale`` a lower-triangular
+    (K+1, K+1) factor L: then ``v_i = ‖x̃_iᵀ L‖²`` with ``x̃_i = (1, x_i)``)."""
+    assert loc.dim() == 1 and loc.shape[0] == x.shape[1] + 1 and scale.shape[0] == loc.shape[0], (
         f"loc {tuple(loc.shape)}, scale {tuple(scale.shape)} vs x {tuple(x.shape)}")
+    m = loc[0] + x @ loc[1:]
+    if scale.dim() == 2:
+        xl = scale[0] + x @ scale[1:]  # (B, K+1): rows x̃_iᵀ L
+        return m, (xl * xl).sum(-1)
     s2 = scale * scale
-    return loc[0] + x @ loc[1:], s2[0] + (x * x) @ s2[1:]
+    return m, s2[0] + (x * x) @ s2[1:]
 
 
 def quad_log_lik(m: Tensor, v: Tensor, y: Tensor, n_total: int | None = None,

@@ -38,13 +38,15 @@ def kl_normal(loc: np.ndarray, scale: np.ndarray, prior_scale: float = 1.0) -> n
     return 0.5 * (r + (loc / prior_scale) ** 2 - 1.0 - np.log(r))
 
 
-def elbo_estimate(loglik: np.ndarray, loc: np.ndarray, scale: np.ndarray, prior_scale: float = 1.0) -> dict[str, float]:
-    """ELBO = E_q[Σ_i log p(y_i|x_i,w)] − KL(q‖p) from pointwise log-likelihoods (n_draws, n).
+def elbo_estimate(loglik: np.ndarray, loc: np.ndarray, scale: np.ndarray, prior_scale: float = 1.0,
+                  cov: np.ndarray | None = None) -> dict[str, float]:
+    """ELBO = E_q[Σ_i log p(y_i|x_i,w)] − KL(q‖p) from pointwise log-likelihoods (n_draws, n); ``cov``:
+    q's full covariance (full and low-rank guides; default ``diag(scale²)``).
 
     Returns the ELBO, its parts and the Monte Carlo standard error of the expectation.
     """
     per_draw = loglik.sum(axis=1)
-    kl = float(kl_normal(loc, scale, prior_scale).sum())
+    kl = float(kl_normal(loc, scale, prior_scale).sum()) if cov is None else kl_gaussian(loc, cov, prior_scale)
     ell = float(per_draw.mean())
     return {
         "elbo": ell - kl,
@@ -52,6 +54,14 @@ def elbo_estimate(loglik: np.ndarray, loc: np.ndarray, scale: np.ndarray, prior_
         "kl": kl,
         "mc_se": float(per_draw.std(ddof=1) / np.sqrt(per_draw.shape[0])),
     }
+
+
+def kl_gaussian(loc: np.ndarray, cov: np.ndarray, prior_scale: float = 1.0) -> float:
+    """``KL(N(loc, cov) ‖ N(0, s² I))`` in closed form: ``½[tr(cov)/s² + ‖loc‖²/s² − K − log|cov| + K log s²]``."""
+    loc, cov = np.asarray(loc, dtype=np.float64), np.asarray(cov, dtype=np.float64)
+    k, s2 = loc.size, float(prior_scale) ** 2
+    logdet = np.linalg.slogdet(cov)[1]
+    return float(0.5 * ((np.trace(cov) + loc @ loc) / s2 - k - logdet + k * np.log(s2)))
 
 
 def lppd_pointwise(loglik: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
-__all__ = ["ExactOptimum", "N_NODES", "exact_elbo", "exact_elbo_and_grad", "exact_optimum"]
+__all__ = ["ExactOptimum", "N_NODES", "exact_elbo", "exact_elbo_and_grad", "exact_optimum", "laplace_approximation"]
 
 N_NODES = 64
 """Default Gauss–Hermite nodes: the value agrees with 128 nodes to ~1e-12 relative on the
@@ -264,3 +264,35 @@ def exact_optimum(
     if not gnorm <= tol:
         raise RuntimeError(f"exact optimum not reached: gradient norm {gnorm:.3g} > {tol:.3g} after {iters} iterations")
     return ExactOptimum(loc=theta[:d].copy(), scale=np.exp(theta[d:]), elbo=-float(f), grad_norm=gnorm, iterations=iters)
+
+
+def laplace_approximation(x: np.ndarray, y: np.ndarray, prior_scale: float = 1.0, *, max_iter: int = 50,
+                          tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+    """The Laplace approximation ``N(w_MAP, H⁻¹)`` of the posterior: the MAP by Newton's method with
+    step halving (the log posterior is concave), and the inverse of the negative Hessian there,
+    ``H = Σ_i σ_i(1 − σ_i) x̃_i x̃_iᵀ + I/s²``. Returns ``(map, cov)``; a few milliseconds on the
+    default data."""
+    a = np.c_[np.ones(len(x)), np.asarray(x, dtype=np.float64)]
+    sign = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
+    prec = 1.0 / float(prior_scale) ** 2
+    w = np.zeros(a.shape[1])
+
+    def log_post(v: np.ndarray) -> float:
+        return float(log_expit(sign * (a @ v)).sum() - 0.5 * prec * v @ v)
+
+    f = log_post(w)
+    for _ in range(max_iter):
+        p = expit(a @ w)
+        grad = a.T @ (np.asarray(y, dtype=np.float64) - p) - prec * w
+        hess = (a * (p * (1.0 - p))[:, None]).T @ a + prec * np.eye(a.shape[1])
+        step = np.linalg.solve(hess, grad)
+        t = 1.0
+        while t > 1e-6 and log_post(w + t * step) < f:
+            t *= 0.5
+        w = w + t * step
+        f = log_post(w)
+        if np.abs(grad).max() < tol * max(1.0, len(a)):
+            break
+    p = expit(a @ w)
+    hess = (a * (p * (1.0 - p))[:, None]).T @ a + prec * np.eye(a.shape[1])
+    return w, np.linalg.inv(hess)

@@ -10,11 +10,15 @@ from .model import logits
 from .types import Draws
 
 
-def draw_weights(loc: np.ndarray, scale: np.ndarray, n_draws: int, seed: int) -> np.ndarray:
-    """``n_draws`` draws of w ~ N(loc, diag(scale²)), shape (n_draws, K+1), float64."""
+def draw_weights(loc: np.ndarray, scale: np.ndarray, n_draws: int, seed: int, scale_tril: np.ndarray | None = None) -> np.ndarray:
+    """``n_draws`` draws of w ~ N(loc, diag(scale²)), or N(loc, L Lᵀ) with ``scale_tril`` L (full and
+    low-rank guides), shape (n_draws, K+1), float64. Same seed, same ε: the two forms agree for a diagonal L."""
     gen = torch.Generator().manual_seed(int(seed))
     eps = torch.randn((n_draws, loc.shape[0]), generator=gen, dtype=torch.float64)
-    return (torch.as_tensor(loc, dtype=torch.float64) + torch.as_tensor(scale, dtype=torch.float64) * eps).numpy()
+    loc_t = torch.as_tensor(loc, dtype=torch.float64)
+    if scale_tril is not None:
+        return (loc_t + eps @ torch.as_tensor(scale_tril, dtype=torch.float64).T).numpy()
+    return (loc_t + torch.as_tensor(scale, dtype=torch.float64) * eps).numpy()
 
 
 def predict_draws(w: np.ndarray, x: np.ndarray, y: np.ndarray | None = None) -> Draws:

@@ -129,6 +129,8 @@ class FitSection(TypedDict):
     evidence (Adam: criterion, thresholds, R̂/ESS/MCSE of the final window, averaging window,
     learning-rate decays, see :mod:`pyro_spam.training.convergence`; L-BFGS: the gradient
     tolerance, final gradient, iterations and function evaluations, see :mod:`pyro_spam.training.lbfgs`).
+    ``guide`` is the Gaussian family (``"meanfield"``, ``"fullrank"``, ``"lowrank"``), ``scale`` the
+    marginal sds and ``cov`` the (K+1)×(K+1) covariance of q (diagonal for the mean-field guide).
     """
 
     engine: str
@@ -140,6 +142,8 @@ class FitSection(TypedDict):
     coef_names: list[str]
     loc: list[float]
     scale: list[float]
+    guide: str
+    cov: list[list[float]]
     test: ScoreSection
     train: ScoreSection
     steps: int
@@ -214,6 +218,13 @@ class DiagnosticsSection(TypedDict, total=False):
     ``linear_response``) ``sims``, ``coverage_50``, ``coverage_90``, ``ks_p_vsbc``, ``rank_p`` (lists
     in coefficient order), ``ranks``, ``flags``, ``settings``, ``reference``; plus ``info`` (how the
     study ran: sims, seconds, reference posterior, optimizer, verdicts).
+    ``guides``: the guide leaderboard (:func:`pyro_spam.diagnostics.guides.leaderboard`): ``rows`` (one per
+    approximation: every fit, ``linear response (LRVB)``, ``<guide> + PSIS resampling``, ``Laplace at the MAP``,
+    and ``NUTS`` after ``diagnose --nuts``; each with ``name``, ``key``, ``kind``, ``elbo``, ``khat_median``,
+    ``khat_range``, ``mean``, ``sd``, ``pair_rho``, ``lppd_test_per_message``, ``seconds``, and with NUTS
+    ``sd_ratio``, ``sd_ratio_min``/``max``, ``mean_shift_max_in_sd``, ``w1_in_sd``, ``w1_max_in_sd``),
+    ``pair`` (indices of the most correlated pair), ``pair_names``, ``pair_source``, ``reference``
+    (``"nuts"`` or None).
     """
 
     primary: str
@@ -232,6 +243,7 @@ class DiagnosticsSection(TypedDict, total=False):
     nuts: dict[str, Any]
     sbc: dict[str, Any]
     posterior_sbc: dict[str, Any]
+    guides: dict[str, Any]
 
 
 class CompareSection(TypedDict, total=False):
@@ -298,6 +310,8 @@ def fit_section(fit: Any, *, coef_names: Sequence[str], elbo_train: Mapping[str,
         coef_names=list(coef_names),
         loc=fit.loc,
         scale=fit.scale,
+        guide=str(getattr(fit, "guide", "meanfield")),
+        cov=fit.cov,
         test=ScoreSection(**test),
         train=ScoreSection(**train),
         steps=fit.steps,

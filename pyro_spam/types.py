@@ -108,16 +108,21 @@ class ElboHistory:
         return {k: getattr(self, k).tolist() for k in ("elbo", "loglik", "kl", "lr")}
 
 
+GUIDES = ("meanfield", "fullrank", "lowrank")
+"""The Gaussian guide families: diagonal, full covariance (Cholesky factor), diagonal plus rank-r factor."""
+
+
 @dataclass
 class FitResult:
-    """A fitted mean-field guide.
+    """A fitted Gaussian guide q(w) = N(loc, cov).
 
     elbo : str
-        ``"trace"`` (Monte Carlo KL) or ``"meanfield"`` (analytic KL).
+        The ELBO estimator (``"trace"``, ``"meanfield"``, …; see ``config.ELBO_TYPES``).
     engine : str
         ``"svi"`` (Pyro) or ``"manual"`` (plain torch).
     loc, scale : ndarray of shape (K+1,)
-        Variational parameters of q(w) = N(loc, diag(scale²)), bias first.
+        Mean and marginal standard deviations of q, bias first (for the mean-field guide its
+        variational parameters: q(w) = N(loc, diag(scale²))).
     history : ElboHistory
     steps : int
         Optimiser steps taken.
@@ -143,6 +148,22 @@ class FitResult:
     stop_reason: str
     extra: dict[str, Any] = field(default_factory=dict)
     state: Any = field(default=None, repr=False)
+    guide: str = "meanfield"
+    scale_tril: np.ndarray | None = None
+
+    @property
+    def cov(self) -> np.ndarray:
+        """Covariance of q, (K+1, K+1): ``scale_tril @ scale_tril.T``, or ``diag(scale²)`` for the mean-field guide."""
+        return cov_of(self.scale, self.scale_tril)
+
+
+def cov_of(scale: np.ndarray, scale_tril: np.ndarray | None = None) -> np.ndarray:
+    """Covariance of a Gaussian guide from its marginal sds ``scale`` (diagonal) or its lower Cholesky
+    factor ``scale_tril`` (any guide; it wins when given)."""
+    if scale_tril is not None:
+        L = np.asarray(scale_tril, dtype=np.float64)
+        return L @ L.T
+    return np.diag(np.asarray(scale, dtype=np.float64) ** 2)
 
 
 BASELINE_PREFIX = "__baseline_"
@@ -177,6 +198,9 @@ class TrainState:
         arrays and plain values); None for the plateau rule, whose state is ``lr``/``decays_done``/``events``.
     fit_loc, fit_scale : ndarray of shape (K+1,) or None
         The guide the fit returned when it is not the last iterate (the iterate average).
+    scale_tril, fit_scale_tril : ndarray of shape (K+1, K+1) or None
+        Cholesky factor of the covariance of the last iterate and of the returned guide (full and
+        low-rank guides; None for the mean-field guide).
     """
 
     loc: np.ndarray
@@ -192,6 +216,8 @@ class TrainState:
     stop_state: dict[str, Any] | None = None
     fit_loc: np.ndarray | None = None
     fit_scale: np.ndarray | None = None
+    scale_tril: np.ndarray | None = None
+    fit_scale_tril: np.ndarray | None = None
 
     @property
     def exact(self) -> bool:

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import ConfigError, ModelFileError, PyroSpamError
-from ..types import BASELINE_PREFIX, ElboHistory, FeatureSet, FitResult, TrainState
+from ..types import ElboHistory, FeatureSet, FitResult, TrainState
 from .rundir import SUMMARY, atomic_write_bytes, write_json
 
 if TYPE_CHECKING:  # pipeline imports this module; the type is only needed for annotations
@@ -66,15 +66,17 @@ class FitCheckpoint:
         """Finished (converged or used its budget): resuming it would change nothing."""
         return self.stop_reason != "interrupted"
 
-    def to_fit_result(self) -> FitResult:
-        """The saved fit as a :class:`FitResult` (for fits that were already complete)."""
+    def to_fit_result(self, guide: str = "meanfield") -> FitResult:
+        """The saved fit as a :class:`FitResult` (for fits that were already complete); ``guide``: the
+        run's guide family (its configuration's ``train.guide``)."""
         s = self.state
         loc, scale = (s.fit_loc, s.fit_scale) if s.fit_loc is not None else (s.loc, s.scale)
+        tril = s.fit_scale_tril if s.fit_loc is not None else s.scale_tril
         return FitResult(
             elbo=self.kind, engine=self.engine, loc=np.asarray(loc, dtype=np.float64), scale=np.asarray(scale, dtype=np.float64),
             history=s.history, steps=self.steps, seconds=s.seconds, stop_reason=self.stop_reason,
             extra={"lr_final": s.lr, "decays_done": s.decays_done, "lr_events": list(s.events), "convergence": self.convergence},
-            state=s,
+            state=s, guide=guide, scale_tril=None if tril is None else np.asarray(tril, dtype=np.float64),
         )
 
 
@@ -144,7 +146,7 @@ def _state_to_files(kind: str, st: TrainState) -> tuple[dict[str, np.ndarray], d
         "lr": float(st.lr), "decays_done": int(st.decays_done), "events": st.events, "seconds": float(st.seconds),
         "exact": st.exact,
     }
-    for name in ("fit_loc", "fit_scale"):
+    for name in ("fit_loc", "fit_scale", "scale_tril", "fit_scale_tril"):
         if getattr(st, name) is not None:
             arrays[p + name] = np.asarray(getattr(st, name), dtype=np.float64)
     if st.stop_state is not None:
@@ -281,13 +283,16 @@ def _state_from_files(kind: str, m: dict[str, Any], arrays: dict[str, np.ndarray
         raise _bad(path, f"has an invalid {kind} state (learning rate {st.lr}, scale {st.scale.tolist()})")
     if p + "fit_loc" in arrays:
         st.fit_loc, st.fit_scale = _array(arrays, p + "fit_loc", path, (k1,)), _array(arrays, p + "fit_scale", path, (k1,))
+    for name in ("scale_tril", "fit_scale_tril"):
+        if p + name in arrays:
+            setattr(st, name, _array(arrays, p + name, path, (k1, k1)))
     if m.get("stop_state"):
         st.stop_state = {name: _array(arrays, f"{p}stop.{name}", path) for name in m["stop_state"]}
     if not m.get("exact"):
         return st
-    # guide parameters are (K+1,); Pyro's score-estimator baselines are state of shape (S, 1) or ()
-    st.params = {name: _array(arrays, f"{p}param.{name}", path, None if name.startswith(BASELINE_PREFIX) else (k1,))
-                 for name in m["params"]}
+    # guide parameters have the guide's shapes; Pyro's score-estimator baselines are state of shape (S, 1) or ()
+    shapes = {"w_loc": (k1,), "w_scale": (k1,), "w_scale_tril": (k1, k1), "w_cov_diag": (k1,)}
+    st.params = {name: _array(arrays, f"{p}param.{name}", path, shapes.get(name)) for name in m["params"]}
     st.optim = {}
     for name, om in m["optim"].items():
         groups = []

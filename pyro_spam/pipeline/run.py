@@ -53,7 +53,7 @@ def fit_all(ctx: RunContext, *, progress: bool = False, resume: Checkpoint | Non
     for kind in ctx.config.elbos:
         saved = resume.fits.get(kind) if resume is not None else None
         if saved is not None and saved.complete:
-            ctx.fits[kind] = saved.to_fit_result()
+            ctx.fits[kind] = saved.to_fit_result(ctx.config.train.guide)
             continue
         cfg = ctx.config.train_for(kind)
         ctx.fits[kind] = fit(ctx.features.X_train, ctx.features.y_train, cfg, progress=progress,
@@ -68,12 +68,13 @@ def evaluate_fits(ctx: RunContext) -> None:
     baseline = intercept_only_lppd(fs.y_train, fs.y_test)
     fits_summary: dict[str, FitSection] = {}
     for kind, fr in ctx.fits.items():
-        w = draw_weights(fr.loc, fr.scale, cfg.num_draws, seed=draw_seed(cfg.train.seed))
+        w = draw_weights(fr.loc, fr.scale, cfg.num_draws, seed=draw_seed(cfg.train.seed), scale_tril=fr.scale_tril)
+        cov = None if fr.scale_tril is None else fr.cov
         tr = predict_draws(w, fs.X_train, fs.y_train)
         te = predict_draws(w, fs.X_test, fs.y_test)
         ctx.draws_train[kind], ctx.draws_test[kind] = tr, te
-        e_tr = elbo_estimate(tr.loglik, fr.loc, fr.scale, cfg.train.prior_scale)
-        e_te = elbo_estimate(te.loglik, fr.loc, fr.scale, cfg.train.prior_scale)
+        e_tr = elbo_estimate(tr.loglik, fr.loc, fr.scale, cfg.train.prior_scale, cov)
+        e_te = elbo_estimate(te.loglik, fr.loc, fr.scale, cfg.train.prior_scale, cov)
         fits_summary[kind] = fit_section(
             fr, coef_names=fs.coef_names, elbo_train=e_tr, elbo_test=e_te,
             n_train=fs.X_train.shape[0], n_test=fs.X_test.shape[0],

@@ -23,7 +23,7 @@ from ..io.rundir import save_figure, write_json, write_npz
 from ..report import render_report
 from ..summary import checkpoint_section, crosscheck_info, primary_fit
 from .context import RunContext
-from .diagnose import RunInputs, _write_markdown, draw_figures, vi_diagnostics
+from .diagnose import RunInputs, _write_markdown, draw_figures, guide_leaderboard, vi_diagnostics
 
 
 def stage_evaluation(ctx: RunContext) -> None:
@@ -72,7 +72,7 @@ def stage_core_files(ctx: RunContext) -> None:
     for kind, fr in ctx.fits.items():
         write_json(out / guide_filename(kind), {
             "elbo": kind, "engine": fr.engine, "coef_names": list(fs.coef_names),
-            "loc": fr.loc, "scale": fr.scale, "steps": fr.steps, "stop_reason": fr.stop_reason,
+            "loc": fr.loc, "scale": fr.scale, "guide": fr.guide, "cov": fr.cov, "steps": fr.steps, "stop_reason": fr.stop_reason,
             "history": fr.history.to_dict(),
         })
 
@@ -88,7 +88,7 @@ def stage_crosscheck(ctx: RunContext) -> None:
     reps = elbo_replicates(fs.X_train, fs.y_train, fr.loc, fr.scale, n_rep=CROSSCHECK_REPLICATES, **common)
     kl_err = mc_kl_error_vs_s(fr.loc, fr.scale, reps=200, prior_scale=cfg.prior_scale, seed=cfg.seed)
     rows = run_crosscheck(fs.X_train, fs.y_train, fr.loc, fr.scale, replicates=reps, kl_error=kl_err,
-                          n_batches=CROSSCHECK_BATCHES, **common)
+                          n_batches=CROSSCHECK_BATCHES, scale_tril=fr.scale_tril, **common)
     ctx.summary["crosscheck"] = rows
     ctx.summary["crosscheck_info"] = crosscheck_info(kind, rows, kl_err.slope, kl_err.S, kl_err.rms)
     fig = plot_crosscheck(summarize_replicates(reps), kl_err)
@@ -135,15 +135,16 @@ def _inputs_from_context(ctx: RunContext) -> RunInputs:
 
 
 def stage_arviz(ctx: RunContext) -> None:
-    """Run stage: InferenceData per fit, k̂, LOO, ``az.summary`` tables and the ArviZ figures.
+    """Run stage: InferenceData per fit, k̂, LOO, ``az.summary`` tables, the guide leaderboard and the figures.
 
-    Adds ``summary["diagnostics"]`` and the figure names; NUTS is not run here (see
+    Adds ``summary["diagnostics"]`` (with ``guides``: the leaderboard's cheap rows) and the figure names; NUTS is not run here (see
     :func:`~pyro_spam.pipeline.diagnose.diagnose_run_dir`).
     """
     inp = _inputs_from_context(ctx)
     section, idatas = vi_diagnostics(inp, ctx.fits, ctx.draws_train, ctx.draws_test, ctx.dir)
+    guide_figures = guide_leaderboard(inp, ctx.fits, section, ctx.dir)
     t0 = time.perf_counter()
-    figures = draw_figures(inp, idatas, ctx.dir)
+    figures = draw_figures(inp, idatas, ctx.dir) + guide_figures
     section["seconds"]["figures"] = time.perf_counter() - t0
     section["figures"] = figures
     _write_markdown(section, ctx.dir)

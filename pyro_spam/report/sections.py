@@ -569,6 +569,8 @@ def _reproduce_section(s: Summary, name: str) -> Section:
         cmd += ["--window", str(tc.get("window")), "--tol", f"{tc.get('tol')}"]
     if tc.get("optimizer", "adam") != "adam":
         cmd += ["--optimizer", str(tc["optimizer"]), "--grad-tol", f"{tc.get('grad_tol')}"]
+    if tc.get("guide", "meanfield") != "meanfield":
+        cmd += ["--guide", str(tc["guide"])] + (["--rank", str(tc.get("rank", 1))] if tc["guide"] == "lowrank" else [])
     cmd += ["--out", name]
     blocks: list[Block] = [Para("Same seed, same numbers. The run was made with:"), Para("`" + " ".join(cmd) + "`")]
     if s.get("compare"):

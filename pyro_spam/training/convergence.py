@@ -205,6 +205,8 @@ class IterateConvergence:
         self.phase_start = int(start_step)  # first step of the current learning-rate phase
         self.next_check = -1  # step at which the next check runs
         self._buf: np.ndarray | None = None  # (window_max, P) ring of the phase's iterates
+        self._xbuf: np.ndarray | None = None  # (window_max, Q) ring of extra parameters averaged alongside (not monitored)
+        self.accepted_extra: np.ndarray | None = None  # their average over the accepted window
         self._n = 0  # iterates in the current phase
         self.window: tuple[int, int] | None = None  # [start, end) steps of the last stationary window
         self.prev: dict[str, Any] | None = None  # accepted average of the previous phase
@@ -223,21 +225,32 @@ class IterateConvergence:
         self._buf[self._n % cap] = theta
         self._n += 1
 
-    def _trailing(self, w: int) -> np.ndarray:
-        """The last ``w`` iterates of the phase, oldest first, (w, P)."""
+    def _push_extra(self, x: np.ndarray) -> None:
         cap = self.config.window_max
-        assert self._buf is not None and 0 < w <= min(self._n, cap)
+        if self._xbuf is None or self._xbuf.shape[1] != x.size:
+            self._xbuf = np.zeros((cap, x.size))
+        self._xbuf[self._n % cap] = x  # the slot _push is about to fill
+
+    def _trailing(self, w: int, buf: np.ndarray | None = None) -> np.ndarray:
+        """The last ``w`` iterates of the phase (of ``buf``, default the monitored ones), oldest first, (w, P)."""
+        cap = self.config.window_max
+        buf = self._buf if buf is None else buf
+        assert buf is not None and 0 < w <= min(self._n, cap)
         idx = (np.arange(self._n - w, self._n)) % cap
-        return self._buf[idx]
+        return buf[idx]
 
     # ---- public API ----------------------------------------------------------------------
-    def update(self, step: int, loc: np.ndarray, log_scale: np.ndarray) -> str:
+    def update(self, step: int, loc: np.ndarray, log_scale: np.ndarray, extra: np.ndarray | None = None) -> str:
         """Call after every optimiser step with the new iterate; returns "continue", "decay" or "converged".
 
         step : int
             The step just completed (0-based, consecutive).
         loc, log_scale : ndarray of shape (k + 1,)
-            The guide parameters after the step (log_scale: the unconstrained parameter).
+            The guide's mean and log marginal sds after the step (for the mean-field guide, its
+            parameters). These decide stationarity and accuracy.
+        extra : ndarray or None
+            Further parameters to average over the same window but not to monitor (the full and
+            low-rank guides' unconstrained parameters: :meth:`average_extra`).
 
         After "decay" set the optimiser's learning rate to :attr:`lr`. After "converged" further
         calls return "converged" and change nothing.
@@ -250,6 +263,8 @@ class IterateConvergence:
         if not np.all(np.isfinite(theta)):
             raise ValueError(f"non-finite iterate at step {step}")
         self.last_step = step
+        if extra is not None:
+            self._push_extra(np.asarray(extra, dtype=np.float64).ravel())
         self._push(theta)
         cfg = self.config
         if self._n < cfg.window_min or step < self.next_check:
@@ -314,6 +329,8 @@ class IterateConvergence:
             info["accepted_by"] = "spread" if settled else "delta"
             self.status = "converged"
             self.accepted = dict(info)
+            if self._xbuf is not None:
+                self.accepted_extra = self._trailing(best_w, self._xbuf).mean(axis=0)
             return "converged"
         if accurate:
             return self._decay(step, info, "accurate average, but the iterates spread too wide to rule out O(rate) bias")
@@ -365,6 +382,17 @@ class IterateConvergence:
         d = mean.size // 2
         return mean[:d].copy(), np.exp(mean[d:])
 
+    def average_extra(self) -> np.ndarray | None:
+        """Average of the extra parameters (see :meth:`update`) over the window :meth:`average` uses;
+        None when none were given."""
+        if self.accepted is not None:
+            return None if self.accepted_extra is None else self.accepted_extra.copy()
+        if self._xbuf is None or self._n == 0:
+            return None
+        start, end = self.averaging_window()
+        w = max(1, min(end - start, self._n, self.config.window_max))
+        return self._trailing(w, self._xbuf).mean(axis=0)
+
     def averaging_window(self) -> tuple[int, int]:
         """``[start, end)`` steps that :meth:`average` averages over."""
         if self.accepted is not None:
@@ -405,6 +433,8 @@ class IterateConvergence:
                    "window": None if self.window is None else list(self.window)}
         return {
             "buffer": np.zeros((0, 0)) if self._buf is None else self._buf.copy(),
+            "extra_buffer": np.zeros((0, 0)) if self._xbuf is None else self._xbuf.copy(),
+            "accepted_extra": np.zeros(0) if self.accepted_extra is None else self.accepted_extra.copy(),
             "scalars_json": json.dumps(scalars),
             "prev_json": json.dumps(to_jsonable(self.prev)),
             "accepted_json": json.dumps(to_jsonable(self.accepted)),
@@ -430,6 +460,10 @@ class IterateConvergence:
             if buf.shape[0] != config.window_max:
                 raise ValueError(f"saved buffer holds {buf.shape[0]} iterates but window_max is {config.window_max}")
             mon._buf = buf
+        if "extra_buffer" in state and np.asarray(state["extra_buffer"]).size:
+            mon._xbuf = np.array(state["extra_buffer"], dtype=np.float64)
+        if "accepted_extra" in state and np.asarray(state["accepted_extra"]).size:
+            mon.accepted_extra = np.array(state["accepted_extra"], dtype=np.float64)
         mon.prev, mon.accepted, mon.last_check = js("prev_json"), js("accepted_json"), js("last_check_json")
         mon.decays = js("decays_json")
         return mon

@@ -27,11 +27,31 @@ from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanFi
 from pyro.infer.util import get_dependent_plate_dims, torch_sum
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
+from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal, kl_divergence, register_kl
 
 from .. import elbo_manual as em
 from ..errors import ConfigError
 from .compiled import JitMeanFieldELBO, JitTraceELBO
+
+
+def kl_gaussian_diag(q: MultivariateNormal | LowRankMultivariateNormal, p: Independent) -> torch.Tensor:
+    """Closed-form ``KL(N(μ, Σ) ‖ N(m, diag(s²)))`` for the full and low-rank guides against the model's
+    ``Normal(m, s).to_event(1)`` prior: ``½[Σ_j (Σ_jj + (μ_j − m_j)²)/s_j² − K − log|Σ| + Σ_j log s_j²]``.
+
+    Registered with ``torch.distributions.register_kl`` so that ``TraceMeanField_ELBO`` (and ``rqmc``)
+    use it: without a registered pair Pyro silently falls back to a Monte Carlo KL.
+    """
+    base = p.base_dist
+    if not (isinstance(base, Normal) and p.reinterpreted_batch_ndims == 1):
+        raise ConfigError(f"no closed-form KL from a {type(q).__name__} guide to a {type(p).__name__} prior")
+    var_p = base.scale**2
+    logdet_q = 2.0 * q.scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    k = q.loc.shape[-1]
+    return 0.5 * (((q.variance + (q.loc - base.loc) ** 2) / var_p).sum(-1) - k - logdet_q + var_p.log().sum(-1))
+
+
+register_kl(MultivariateNormal, Independent)(kl_gaussian_diag)
+register_kl(LowRankMultivariateNormal, Independent)(kl_gaussian_diag)
 
 
 class _RecordLoglik:
@@ -79,14 +99,18 @@ class QuadratureELBO(ELBO):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         q, p = guide_trace.nodes["w"]["fn"], model_trace.nodes["w"]["fn"]
-        if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
-            raise ConfigError(f"the quad ELBO needs a Normal guide for w (got {type(q).__name__})")
+        if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
+            loc, scale = q.base_dist.loc, q.base_dist.scale
+        elif isinstance(q, (MultivariateNormal, LowRankMultivariateNormal)):
+            loc, scale = q.loc, q.scale_tril
+        else:
+            raise ConfigError(f"the quad ELBO needs a Gaussian guide for w (got {type(q).__name__})")
         kl = kl_divergence(q, p).sum()
         x = args[0]
         subsample = args[2] if len(args) > 2 else kwargs.get("subsample")
         xb = x if subsample is None else x[subsample]
         yb = model_trace.nodes["y"]["value"]
-        m, v = em.logit_moments(q.base_dist.loc, q.base_dist.scale, xb)
+        m, v = em.logit_moments(loc, scale, xb)
         ll = em.quad_log_lik(m, v, yb.to(m.dtype), n_total=len(x))
         return kl - ll, ll.detach()
 
@@ -120,6 +144,8 @@ def detach_params(fn: Any) -> Any:
         return Normal(fn.loc.detach(), fn.scale.detach())
     if isinstance(fn, MultivariateNormal):
         return MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
+    if isinstance(fn, LowRankMultivariateNormal):
+        return LowRankMultivariateNormal(fn.loc.detach(), fn.cov_factor.detach(), fn.cov_diag.detach())
     raise ConfigError(f"the stl ELBO needs a Gaussian guide (got {type(fn).__name__})")
 
 
@@ -157,7 +183,7 @@ class SobolNoise(Messenger):
             n, dim = math.prod(fn.batch_shape), fn.event_shape.numel()
             eps = self._points(n, dim, base.loc.dtype).reshape(shape)
             msg["value"] = base.loc + base.scale * eps
-        elif isinstance(base, MultivariateNormal):
+        elif isinstance(base, (MultivariateNormal, LowRankMultivariateNormal)):
             n, dim = math.prod(fn.batch_shape), fn.event_shape[-1]
             eps = self._points(n, dim, base.loc.dtype).reshape(shape)
             msg["value"] = base.loc + (base.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)

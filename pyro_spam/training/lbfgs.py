@@ -43,12 +43,26 @@ MAX_LINE_SEARCH = 25
 """Function evaluations one line search may use."""
 
 
-class _Objective:
-    """−ELBO and its gradient at ``theta = (loc, log scale)``, remembering the last point so that
-    recording the accepted point of a line search costs nothing."""
+def tril_from_theta(m: Tensor) -> Tensor:
+    """Lower-triangular factor with a positive diagonal from an unconstrained (K+1, K+1) matrix:
+    ``tril(m, −1) + diag(exp(diag m))`` (torch's ``lower_cholesky`` transform; the upper triangle is unused)."""
+    return torch.tril(m, -1) + torch.diag_embed(torch.exp(torch.diagonal(m, dim1=-2, dim2=-1)))
 
-    def __init__(self, x: Tensor, y: Tensor, prior_scale: float, n_nodes: int) -> None:
-        self.x, self.y, self.prior_scale = x, y, prior_scale
+
+def theta_from_tril(tril: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`tril_from_theta` (upper triangle 0), flattened."""
+    m = np.tril(np.asarray(tril, dtype=np.float64), -1)
+    np.fill_diagonal(m, np.log(np.diag(tril)))
+    return m.ravel()
+
+
+class _Objective:
+    """−ELBO and its gradient at ``theta = (loc, log scale)`` (mean-field guide) or ``(loc, m)`` with
+    ``L = tril_from_theta(m)`` (full-rank guide), remembering the last point so that recording the
+    accepted point of a line search costs nothing."""
+
+    def __init__(self, x: Tensor, y: Tensor, prior_scale: float, n_nodes: int, guide: str = "meanfield") -> None:
+        self.x, self.y, self.prior_scale, self.guide = x, y, prior_scale, guide
         self.rule = em.gauss_hermite(n_nodes, x.dtype)
         self.k1 = x.shape[1] + 1
         self.evaluations = 0
@@ -61,8 +75,9 @@ class _Objective:
             assert self._value is not None
             return self._value
         th = theta.detach().clone().requires_grad_(True)
-        loc, log_scale = th[: self.k1], th[self.k1 :]
-        parts = em.elbo_quad(loc, torch.exp(log_scale), None, self.x, self.y, prior_scale=self.prior_scale, rule=self.rule)
+        loc, rest = th[: self.k1], th[self.k1 :]
+        scale = tril_from_theta(rest.reshape(self.k1, self.k1)) if self.guide == "fullrank" else torch.exp(rest)
+        parts = em.elbo_quad(loc, scale, None, self.x, self.y, prior_scale=self.prior_scale, rule=self.rule)
         loss = -parts.elbo
         (g,) = torch.autograd.grad(loss, th)
         self.evaluations += 1
@@ -115,10 +130,12 @@ def fit_lbfgs(
     resume: TrainState | None = None,
     n_nodes: int | None = None,
 ) -> FitResult:
-    """Maximise the exact ELBO of the mean-field guide on ``x`` (N, K), ``y`` (N,) with L-BFGS.
+    """Maximise the exact ELBO of the mean-field (or, with ``cfg.guide="fullrank"``, the full-covariance)
+    guide on ``x`` (N, K), ``y`` (N,) with L-BFGS.
 
     Starts from ``resume``'s (loc, scale) when given (its history is kept and continued), else
-    from :func:`laplace_start` (``cfg.init_scale`` is Adam's start and does not apply). Returns a :class:`FitResult` with ``engine="manual"``,
+    from :func:`laplace_start` (the full-rank guide: from the Laplace approximation itself;
+    ``cfg.init_scale`` is Adam's start and does not apply). Returns a :class:`FitResult` with ``engine="manual"``,
     ``extra["optimizer"] = "lbfgs"`` and a ``convergence`` block (criterion, tolerance, final
     gradient, iterations, function evaluations). ``progress`` is accepted for the common engine
     signature; a fit takes a fraction of a second, so there is no bar. ``n_nodes`` overrides
@@ -134,15 +151,27 @@ def fit_lbfgs(
     if xt.dim() != 2 or yt.shape != (xt.shape[0],):
         raise ConfigError(f"x (N, K) and y (N,) expected, got {tuple(xt.shape)}, {tuple(yt.shape)}")
     k1 = xt.shape[1] + 1
+    fullrank = cfg.guide == "fullrank"
+    if cfg.guide not in ("meanfield", "fullrank"):
+        raise ConfigError(f"the lbfgs optimizer fits the mean-field and full-rank guides (got {cfg.guide!r})")
+    tril0 = None
     if resume is not None:
         loc0 = np.asarray(resume.loc, dtype=np.float64)
         scale0 = np.asarray(resume.scale, dtype=np.float64)
+        tril0 = resume.scale_tril if fullrank else None
         previous = resume.history
+    elif fullrank:
+        from ..exact import laplace_approximation
+
+        loc0, cov0 = laplace_approximation(x, y, cfg.prior_scale)
+        tril0, scale0, previous = np.linalg.cholesky(cov0), np.sqrt(np.diag(cov0)), None
     else:
         (loc0, scale0), previous = laplace_start(xt, yt, cfg.prior_scale), None
     if loc0.shape != (k1,) or scale0.shape != (k1,):
         raise ConfigError(f"the start's loc/scale must have {k1} entries")
-    objective = _Objective(xt, yt, cfg.prior_scale, n_nodes)
+    if fullrank and tril0 is None:
+        tril0 = np.diag(scale0)
+    objective = _Objective(xt, yt, cfg.prior_scale, n_nodes, cfg.guide)
 
     def value_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
         loss, g, _ = objective(torch.from_numpy(theta))
@@ -163,7 +192,8 @@ def fit_lbfgs(
     # SciPy's L-BFGS-B calls BLAS on 2(K+1)-vectors: a second BLAS thread only waits for the
     # scheduler (measured: 0.25 s → 0.10 s per fit, up to 9x on a busy machine)
     with threadpool_limits(1, user_api="blas"):
-        res = minimize(value_and_grad, np.concatenate([loc0, np.log(scale0)]), jac=True, method="L-BFGS-B", callback=record,
+        start = np.concatenate([loc0, theta_from_tril(tril0) if fullrank else np.log(scale0)])
+        res = minimize(value_and_grad, start, jac=True, method="L-BFGS-B", callback=record,
                        options={"maxiter": int(cfg.max_steps), "gtol": float(cfg.grad_tol), "ftol": 0.0,
                                 "maxcor": HISTORY_SIZE, "maxls": MAX_LINE_SEARCH, "maxfun": 50 * int(cfg.max_steps)})
     loss, g, _ = objective(torch.from_numpy(np.asarray(res.x, dtype=np.float64)))
@@ -175,7 +205,12 @@ def fit_lbfgs(
     else:
         stop_reason = "stalled"
     th = np.asarray(res.x, dtype=np.float64)
-    loc, scale = th[:k1].copy(), np.exp(th[k1:])
+    tril = None
+    if fullrank:
+        tril = tril_from_theta(torch.from_numpy(th[k1:].reshape(k1, k1))).numpy()
+        loc, scale = th[:k1].copy(), np.sqrt((tril**2).sum(1))
+    else:
+        loc, scale = th[:k1].copy(), np.exp(th[k1:])
     ll_arr, elbo_arr = np.asarray(logliks), np.asarray(elbos)
     hist = ElboHistory(elbo=elbo_arr, loglik=ll_arr, kl=ll_arr - elbo_arr, lr=np.ones_like(elbo_arr))
     if previous is not None and len(previous):
@@ -194,8 +229,8 @@ def fit_lbfgs(
         "history_size": HISTORY_SIZE,
         "message": str(res.message),
     }
-    state = TrainState(loc=loc, scale=scale, history=hist, lr=1.0, decays_done=0, seconds=seconds)
+    state = TrainState(loc=loc, scale=scale, history=hist, lr=1.0, decays_done=0, seconds=seconds, scale_tril=tril)
     return FitResult(elbo=cfg.elbo, engine="manual", loc=loc, scale=scale, history=hist, steps=len(hist),
                      seconds=seconds, stop_reason=stop_reason,
                      extra={"optimizer": "lbfgs", "lr_final": None, "decays_done": 0, "lr_events": [], "convergence": evidence},
-                     state=state)
+                     state=state, guide=cfg.guide, scale_tril=tril)

@@ -9,7 +9,7 @@ reasons in the same way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,7 +35,14 @@ class Stepper(Protocol):
         the update used and its log-likelihood part. Raises ``TrainingError`` for a non-finite ELBO."""
 
     def params(self) -> Params:
-        """Copies of the current (loc, scale)."""
+        """Copies of the current (loc, scale): the guide's mean and marginal sds."""
+
+    def raw(self) -> np.ndarray | None:
+        """The guide's unconstrained parameters when (loc, scale) do not determine it (full and low-rank
+        guides), else None. The iterate rule averages them over its window."""
+
+    def from_raw(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(loc, scale, scale_tril)`` of the guide with unconstrained parameters ``raw``."""
 
     def set_lr(self, lr: float) -> None:
         """Use learning rate ``lr`` from the next step on."""
@@ -62,6 +69,7 @@ class LoopResult:
     steps: int
     stop_reason: str
     at_boundary: bool
+    last_raw: np.ndarray | None = None
 
 
 def run_steps(
@@ -87,6 +95,7 @@ def run_steps(
         elbos[:start] = previous.elbo
         lrs[:start] = previous.lr
     last: Params | None = None
+    last_raw: np.ndarray | None = None
     stop_reason = "budget"
     done = start
     at_boundary = True
@@ -102,9 +111,10 @@ def run_steps(
                 elbos[step] = elbo
                 lrs[step] = rule.lr
                 logliks.append(ll)
-                last, done = snap, step + 1
+                raw = stepper.raw()
+                last, last_raw, done = snap, raw, step + 1
                 bar.update(1)
-                verdict = rule.observe(step, elbos, *snap)
+                verdict = rule.observe(step, elbos, *snap, raw=raw)
                 if verdict == "decay":
                     stepper.set_lr(rule.lr)
                 at_boundary = True
@@ -125,7 +135,7 @@ def run_steps(
     ll_new = np.asarray(logliks[: done - start], dtype=np.float64)
     ll_all = np.concatenate([previous.loglik, ll_new]) if previous is not None else ll_new
     hist = ElboHistory(elbo=elbos[:done].copy(), loglik=ll_all, kl=ll_all - elbos[:done], lr=lrs[:done].copy())
-    return LoopResult(history=hist, last=last, steps=done, stop_reason=stop_reason, at_boundary=at_boundary)
+    return LoopResult(history=hist, last=last, steps=done, stop_reason=stop_reason, at_boundary=at_boundary, last_raw=last_raw)
 
 
 def check_batch_size(cfg: TrainConfig, n: int) -> None:
@@ -145,12 +155,22 @@ def batch_stream(n: int, cfg: TrainConfig, start: int) -> Iterator[torch.Tensor 
     return batches
 
 
-def train_state(out: LoopResult, rule: StopRule, resume: TrainState | None, seconds: float) -> TrainState:
+def train_state(out: LoopResult, rule: StopRule, resume: TrainState | None, seconds: float,
+                from_raw: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray | None]] | None = None) -> TrainState:
     """Where the fit stands after :func:`run_steps`: the last iterate, history and the rule's state
-    (the engine adds its optimiser and RNG states when it has them)."""
+    (the engine adds its optimiser and RNG states when it has them). ``from_raw``: the stepper's
+    :meth:`Stepper.from_raw`, for guides whose unconstrained parameters the rule averages."""
     last = out.last if out.last is not None else (resume.loc, resume.scale)
     state = TrainState(loc=last[0], scale=last[1], history=out.history, lr=rule.lr, decays_done=0, seconds=seconds)
+    if out.last_raw is not None and from_raw is not None:
+        state.scale_tril = from_raw(out.last_raw)[2]
+    elif resume is not None:
+        state.scale_tril = resume.scale_tril
     rule.save(state)
+    avg_raw = rule.result_raw(out.last_raw)
+    if avg_raw is not None and from_raw is not None:
+        state.fit_loc, state.fit_scale, state.fit_scale_tril = from_raw(avg_raw)
+        return state
     fit_loc, fit_scale = rule.result(last)
     if fit_loc is not last[0]:
         state.fit_loc, state.fit_scale = fit_loc, fit_scale
@@ -163,6 +183,7 @@ def fit_result(cfg: TrainConfig, engine: str, out: LoopResult, rule: StopRule, r
     Polyak–Ruppert average), the history, how training ended and the rule's evidence."""
     last = out.last if out.last is not None else (resume.loc, resume.scale)
     loc, scale = (state.fit_loc, state.fit_scale) if state.fit_loc is not None else last  # see train_state
+    tril = state.fit_scale_tril if state.fit_loc is not None else state.scale_tril
     evidence = rule.evidence()
     decays = evidence.get("decays") or evidence.get("lr_decays") or []
     return FitResult(
@@ -177,4 +198,6 @@ def fit_result(cfg: TrainConfig, engine: str, out: LoopResult, rule: StopRule, r
         extra={"lr_final": rule.lr, "decays_done": len(decays), "lr_events": list(getattr(rule, "events", decays)),
                "convergence": evidence},
         state=state,
+        guide=cfg.guide,
+        scale_tril=None if tril is None else np.asarray(tril, dtype=np.float64),
     )

@@ -94,6 +94,12 @@ class ManualStepper:
     def params(self) -> Params:
         return self.loc.detach().numpy().copy(), torch.exp(self.log_scale.detach()).numpy().copy()
 
+    def raw(self) -> None:
+        return None  # mean-field only: (loc, scale) are the guide
+
+    def from_raw(self, raw: np.ndarray) -> Params:
+        raise NotImplementedError("the manual engine fits the mean-field guide only")
+
     def set_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:
             group["lr"] = lr

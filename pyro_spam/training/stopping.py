@@ -31,11 +31,15 @@ class StopRule(Protocol):
     lr: float
     """Learning rate for the next step."""
 
-    def observe(self, step: int, elbos: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> str:
-        """After step ``step``: the ELBO trace so far and the new iterate; "continue", "decay" or "converged"."""
+    def observe(self, step: int, elbos: np.ndarray, loc: np.ndarray, scale: np.ndarray, raw: np.ndarray | None = None) -> str:
+        """After step ``step``: the ELBO trace so far and the new iterate (mean, marginal sds and, for the
+        full and low-rank guides, the unconstrained parameters ``raw``); "continue", "decay" or "converged"."""
 
     def result(self, last: Params) -> Params:
         """The guide the fit returns, given the last iterate."""
+
+    def result_raw(self, last_raw: np.ndarray | None) -> np.ndarray | None:
+        """The unconstrained parameters of the guide the fit returns (None when the stepper has none)."""
 
     def evidence(self) -> dict[str, Any]:
         """JSON-able record of why the rule decided what it decided (``summary.json``)."""
@@ -47,11 +51,14 @@ class StopRule(Protocol):
 class PlateauStop(PlateauSchedule):
     """v0.1's windowed plateau test on the ELBO trace (see :class:`PlateauSchedule`)."""
 
-    def observe(self, step: int, elbos: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> str:
+    def observe(self, step: int, elbos: np.ndarray, loc: np.ndarray, scale: np.ndarray, raw: np.ndarray | None = None) -> str:
         return self.update(step, elbos)
 
     def result(self, last: Params) -> Params:
         return last
+
+    def result_raw(self, last_raw: np.ndarray | None) -> np.ndarray | None:
+        return last_raw
 
     def evidence(self) -> dict[str, Any]:
         return {
@@ -69,14 +76,20 @@ class PlateauStop(PlateauSchedule):
 class IterateStop(IterateConvergence):
     """The iterate-based rule (:class:`IterateConvergence`); the fit returns its average."""
 
-    def observe(self, step: int, elbos: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> str:
-        return self.update(step, loc, np.log(scale))
+    def observe(self, step: int, elbos: np.ndarray, loc: np.ndarray, scale: np.ndarray, raw: np.ndarray | None = None) -> str:
+        return self.update(step, loc, np.log(scale), extra=raw)
 
     def result(self, last: Params) -> Params:
         try:
             return self.average()
         except ValueError:  # no iterate since the last decay: nothing to average yet
             return last
+
+    def result_raw(self, last_raw: np.ndarray | None) -> np.ndarray | None:
+        if last_raw is None:
+            return None
+        avg = self.average_extra()
+        return last_raw if avg is None or avg.size != last_raw.size else avg
 
     def save(self, state: TrainState) -> None:
         state.lr = self.lr
