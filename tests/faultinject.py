@@ -29,10 +29,10 @@ def at_step(monkeypatch: pytest.MonkeyPatch, action) -> None:
 
     def wrap(base):
         class Injecting(base):
-            def observe(self, step_, *args):
+            def observe(self, step_, *args, **kwargs):
                 if not hasattr(self, "_fit_index"):
                     self._fit_index = next(counter)
-                verdict = super().observe(step_, *args)
+                verdict = super().observe(step_, *args, **kwargs)
                 action(step_, self._fit_index)
                 return verdict
 
