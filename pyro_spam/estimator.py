@@ -3,9 +3,11 @@
 ``VariationalSpamClassifier.fit(X, y)`` takes message embeddings and runs exactly what
 ``pyro-spam run`` runs on its training split: :class:`~pyro_spam.features.FeaturePipeline`
 (scale → PCA → scale → terms → scale), then :func:`pyro_spam.training.fit` (Pyro SVI or the manual
-engine) for the mean-field guide q(w) = N(loc, diag(scale²)). Predictions average the
-classifier's p(spam) over ``num_draws`` draws of w from q (the posterior predictive mean); the
-draws are fixed at fit time (seed ``seed + 1``, as in a run), so predictions are deterministic.
+engine) for a Gaussian guide q(w) = N(loc, cov): mean-field (diagonal, the default), full rank
+(a Cholesky factor) or low rank (diagonal plus a rank-``rank`` factor). Predictions average the
+classifier's p(spam) over ``num_draws`` draws of w from q, the full covariance included (the
+posterior predictive mean); the draws are fixed at fit time (seed ``seed + 1``, as in a run), so
+predictions are deterministic.
 
 No sample weights: the model's likelihood has none. Binary problems only (ham/spam).
 """
@@ -31,7 +33,7 @@ from .io.modelfile import HISTORY_FIELDS, read_model_file, write_model_file
 from .posterior import draw_weights, predict_draws
 from .summary import draw_seed
 from .training.engines import fit as train_fit
-from .types import ElboHistory, FitResult
+from .types import ElboHistory, FitResult, cov_of
 
 # Rows per block when predicting: bounds the (num_draws, rows) logit matrix at ~32 MB.
 _BLOCK_ELEMENTS = 4_000_000
@@ -88,6 +90,22 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
 
     grad_tol : float, default=1e-4
         ``optimizer="lbfgs"`` only: largest ELBO-gradient component at convergence.
+    guide : {"meanfield", "fullrank", "lowrank"}, default="meanfield"
+        The Gaussian family of q (:mod:`pyro_spam.guide`): diagonal (the course's), full
+        covariance (a Cholesky factor), or diagonal plus a rank-``rank`` factor. The full and
+        low-rank guides start at the Laplace approximation and need ``engine="svi"`` and
+        ``optimizer="adam"``; they keep the posterior correlations the mean-field guide drops,
+        and every prediction draws w from the full covariance::
+
+            from pyro_spam.data import load_default
+            ds = load_default()
+            clf = VariationalSpamClassifier(guide="fullrank").fit(ds.X, ds.y)
+            clf.cov_                         # (K+1, K+1) covariance of q; clf.scale_ = sqrt(diag(cov_))
+            clf.predict_interval(ds.X[:5])   # 90 % intervals of p(spam) from draws of N(loc_, cov_)
+            clf.save("model_fullrank.npz")   # keeps the Cholesky factor: load() predicts the same
+
+    rank : int, default=1
+        ``guide="lowrank"`` only: rank of the factor (1 … K).
     engine : {"svi", "manual"}, default="svi"
         Pyro SVI, or the plain-torch loop over the hand-written ELBO.
     particles : int, default=64
@@ -131,9 +149,15 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
     coef_names_ : tuple of str
         Names of the K+1 coefficients, bias first.
     loc_, scale_ : ndarray of shape (K+1,)
-        The guide's parameters: q(w) = N(loc_, diag(scale_²)).
+        Mean and marginal standard deviations of q (for the mean-field guide its parameters:
+        q(w) = N(loc_, diag(scale_²))).
+    cov_ : ndarray of shape (K+1, K+1)
+        Covariance of q (diagonal for the mean-field guide).
+    scale_tril_ : ndarray of shape (K+1, K+1) or None
+        Lower Cholesky factor L of ``cov_`` (full- and low-rank guides); None for mean-field.
     weight_draws_ : ndarray of shape (num_draws, K+1)
-        The draws of w every prediction averages over.
+        The draws of w every prediction averages over: ``loc_ + L ε`` (``loc_ + scale_ * ε`` for
+        mean-field), ε standard normal.
     history_ : ElboHistory
         Per-step ELBO, log-likelihood, KL and learning rate.
     n_iter_ : int
@@ -151,6 +175,8 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         elbo: str | None = None,
         optimizer: str = _TRAIN_DEFAULTS.optimizer,
         grad_tol: float = _TRAIN_DEFAULTS.grad_tol,
+        guide: str = _TRAIN_DEFAULTS.guide,
+        rank: int = _TRAIN_DEFAULTS.rank,
         engine: str = "svi",
         particles: int = 64,
         batch_size: int | None = None,
@@ -173,6 +199,8 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         self.elbo = elbo
         self.optimizer = optimizer
         self.grad_tol = grad_tol
+        self.guide = guide
+        self.rank = rank
         self.engine = engine
         self.particles = particles
         self.batch_size = batch_size
@@ -201,6 +229,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         with _as_value_errors():
             return TrainConfig(
                 elbo=self.elbo, optimizer=self.optimizer, grad_tol=self.grad_tol, engine=self.engine,
+                guide=self.guide, rank=self.rank,
                 particles=self.particles, batch_size=self.batch_size,
                 max_steps=self.steps, lr=self.lr, lr_decays=self.lr_decays, stop=self.stop, window=self.window, tol=self.tol,
                 adam_beta2=self.adam_beta2, prior_scale=self.prior_scale, init_scale=self.init_scale, seed=self.seed,
@@ -212,7 +241,8 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         f, t = config.features, config.train
         return {
             "components": f.components, "variance_target": f.variance_target, "features": f.kind,
-            "elbo": elbo, "optimizer": t.optimizer, "grad_tol": t.grad_tol, "engine": t.engine, "particles": t.particles, "batch_size": t.batch_size,
+            "elbo": elbo, "optimizer": t.optimizer, "grad_tol": t.grad_tol, "guide": t.guide, "rank": t.rank,
+            "engine": t.engine, "particles": t.particles, "batch_size": t.batch_size,
             "steps": t.max_steps, "lr": t.lr, "lr_decays": t.lr_decays, "stop": t.stop, "window": t.window, "tol": t.tol,
             "adam_beta2": t.adam_beta2, "prior_scale": t.prior_scale, "init_scale": t.init_scale, "seed": t.seed,
             "num_draws": config.num_draws, "progress": False,
@@ -264,7 +294,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
             pipe = FeaturePipeline(feature_cfg).fit(X)
             result = train_fit(pipe.transform(X), y_idx.astype(np.float32), train_cfg, progress=bool(self.progress))
         self.classes_ = classes
-        self._set_fitted(pipe, result.loc, result.scale, result.history, result.steps, result.stop_reason)
+        self._set_fitted(pipe, result.loc, result.scale, result.history, result.steps, result.stop_reason, result.scale_tril)
         return self
 
     def _set_fitted(
@@ -275,15 +305,19 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         history: ElboHistory,
         n_iter: int,
         stop_reason: str,
+        scale_tril: np.ndarray | None = None,
     ) -> None:
         self.feature_pipeline_ = pipe
         self.coef_names_ = ("w0 (bias)",) + tuple(pipe.names_)
         self.loc_ = np.asarray(loc, dtype=np.float64)
         self.scale_ = np.asarray(scale, dtype=np.float64)
+        self.scale_tril_ = None if scale_tril is None else np.asarray(scale_tril, dtype=np.float64)
+        self.cov_ = cov_of(self.scale_, self.scale_tril_)
         self.history_ = history
         self.n_iter_ = int(n_iter)
         self.stop_reason_ = str(stop_reason)
-        self.weight_draws_ = draw_weights(self.loc_, self.scale_, int(self.num_draws), seed=draw_seed(int(self.seed)))
+        self.weight_draws_ = draw_weights(self.loc_, self.scale_, int(self.num_draws), seed=draw_seed(int(self.seed)),
+                                          scale_tril=self.scale_tril_)
 
     @classmethod
     def from_fitted(
@@ -303,17 +337,24 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         feature_pipeline : FeaturePipeline
             Fitted on the training embeddings.
         fit_result : FitResult
-            The fitted guide (``loc``, ``scale``, ``history``, ``steps``, ``stop_reason``).
+            The fitted guide (``loc``, ``scale``, ``scale_tril``, ``history``, ``steps``, ``stop_reason``);
+            its family must be ``params["guide"]`` (full- and low-rank fits carry ``scale_tril``).
         classes : ndarray of shape (2,)
         n_features_in : int
         """
         est = cls(**params)
         est.train_config()
         est._check_num_draws()
+        family, tril = str(fit_result.guide), fit_result.scale_tril
+        if family != est.guide or (tril is None) != (family == "meanfield"):
+            raise EstimatorConfigError(
+                f"the fit is a {family} guide {'without' if tril is None else 'with'} a Cholesky factor, "
+                f"but the estimator's parameters say guide={est.guide!r}"
+            )
         est.classes_ = np.asarray(classes)
         est.n_features_in_ = int(n_features_in)
         est._set_fitted(
-            feature_pipeline, fit_result.loc, fit_result.scale, fit_result.history, fit_result.steps, fit_result.stop_reason
+            feature_pipeline, fit_result.loc, fit_result.scale, fit_result.history, fit_result.steps, fit_result.stop_reason, tril
         )
         return est
 
@@ -460,9 +501,10 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
 # -- model files (format: :mod:`pyro_spam.io.modelfile`) ----------------------------------------
 
 
-PARAMS_ADDED = {"stop": "plateau", "optimizer": "adam", "grad_tol": _TRAIN_DEFAULTS.grad_tol}
+PARAMS_ADDED = {"stop": "plateau", "optimizer": "adam", "grad_tol": _TRAIN_DEFAULTS.grad_tol, "guide": "meanfield", "rank": 1}
 """Estimator parameters added after format version 1 was written, with the value that reproduces
-older files' behaviour (pyro-spam 0.1.0 fitted with the ELBO-plateau rule; before 0.3.0 every fit used Adam)."""
+older files' behaviour (pyro-spam 0.1.0 fitted with the ELBO-plateau rule; before 0.3.0 every fit used
+Adam; format version 1 knew only the mean-field guide, so its files load as mean-field)."""
 
 
 @dataclass(frozen=True)
@@ -491,12 +533,23 @@ class SavedModel:
     def elbo(self) -> str:
         return str(self.estimator.elbo)
 
+    @property
+    def guide(self) -> str:
+        """The guide family (``"meanfield"`` for files of format version 1)."""
+        return str(self.estimator.guide)
+
+    @property
+    def format_version(self) -> int:
+        return int(self.header["format_version"])
+
 
 def _arrays_of(est: VariationalSpamClassifier) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     feat, feat_meta = est.feature_pipeline_.to_arrays()
     arrays = {f"feature.{k}": np.asarray(v, dtype=np.float64) for k, v in feat.items()}
     arrays["guide.loc"] = np.asarray(est.loc_, dtype=np.float64)
     arrays["guide.scale"] = np.asarray(est.scale_, dtype=np.float64)
+    if est.scale_tril_ is not None:
+        arrays["guide.scale_tril"] = np.asarray(est.scale_tril_, dtype=np.float64)
     for f in HISTORY_FIELDS:
         arrays[f"history.{f}"] = np.asarray(getattr(est.history_, f), dtype=np.float64)
     return arrays, feat_meta
@@ -536,13 +589,34 @@ def save_model(
         "feature_names_in": list(map(str, getattr(est, "feature_names_in_", []))) or None,
         "features": feat_meta,
         "fit": {
-            "elbo": est.elbo, "engine": est.engine, "steps": est.n_iter_, "stop_reason": est.stop_reason_,
+            "elbo": est.elbo, "engine": est.engine, "guide": est.guide, "steps": est.n_iter_, "stop_reason": est.stop_reason_,
             "coef_names": list(est.coef_names_),
         },
         "embedding": {"embedder": None, "max_length": None, "normalize": None, **(embedding or {})},
         "training_data": training_data or {},
     }
     return write_model_file(path, header, arrays)
+
+
+def _scale_tril(guide: Any, tril: np.ndarray | None, scale: np.ndarray, path: Path) -> np.ndarray | None:
+    """The file's Cholesky factor, checked against its guide family and marginal sds."""
+    if guide == "meanfield":
+        if tril is not None:
+            raise ModelFileError(f"{path} is inconsistent: a mean-field model with a covariance factor (guide.scale_tril)")
+        return None
+    if guide not in ("fullrank", "lowrank"):
+        return tril  # an unknown family: from_fitted refuses the parameter
+    if tril is None:
+        raise ModelFileError(f"{path} is a {guide} model without its covariance factor (guide.scale_tril); the file is damaged")
+    k1 = scale.shape[0]
+    if tril.shape != (k1, k1):
+        raise ModelFileError(f"{path} is inconsistent: guide.scale_tril has shape {tril.shape}, expected {(k1, k1)}")
+    diag = np.diag(tril)
+    if not (np.all(np.isfinite(tril)) and np.all(np.triu(tril, 1) == 0) and np.all(diag > 0)):
+        raise ModelFileError(f"{path} holds an invalid guide.scale_tril (not lower triangular with a positive diagonal, or not finite)")
+    if not np.allclose(np.sqrt(np.sum(tril**2, axis=1)), scale, rtol=1e-4, atol=0.0):
+        raise ModelFileError(f"{path} is inconsistent: guide.scale is not the marginal sds of guide.scale_tril")
+    return tril
 
 
 def _build(header: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> VariationalSpamClassifier:
@@ -563,11 +637,13 @@ def _build(header: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) ->
         )
     if not (np.all(np.isfinite(loc)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise ModelFileError(f"{path} holds non-finite guide parameters or a non-positive scale")
+    tril = _scale_tril(params["guide"], arrays.get("guide.scale_tril"), scale, path)
     history = ElboHistory(**{f: arrays[f"history.{f}"] for f in HISTORY_FIELDS})
     fit_info = header["fit"]
     fr = FitResult(
         elbo=params["elbo"], engine=params["engine"], loc=loc, scale=scale, history=history,
         steps=int(fit_info["steps"]), seconds=float("nan"), stop_reason=str(fit_info["stop_reason"]),
+        guide=str(params["guide"]), scale_tril=tril,
     )
     classes = np.asarray(header["classes"], dtype=np.dtype(header["classes_dtype"]))
     try:

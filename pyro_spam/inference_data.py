@@ -12,7 +12,8 @@ group                     variables (dimensions)
 ``posterior_predictive``  ``y`` (chain, draw, obs_train), ``y_test`` (chain, draw, obs_test): 0/1
 ``log_likelihood``        ``y`` (chain, draw, obs_train): log p(y_i | x_i, w) as float32, for ``az.loo``
 ``observed_data``         ``y`` (obs_train), ``y_test`` (obs_test)
-``constant_data``         ``X_train`` (obs_train, term), ``X_test`` (obs_test, term)
+``constant_data``         ``X_train`` (obs_train, term), ``X_test`` (obs_test, term),
+                          ``guide_cov`` (coef, coef_col): the covariance of q
 ========================  =========================================================================
 
 The log-likelihood matrix dominates the file (4 bytes × draws × n_train, about 36 MB for the
@@ -21,7 +22,11 @@ LOO standard error) and uncompressed, because zlib saves under 10 % on it at 40x
 the 0/1 replicated labels are compressed (about 10x smaller). Only the training labels have a
 ``log_likelihood`` entry so that ``az.loo(idata)`` needs no
 ``var_name``; the held-out score is the lppd in ``summary.json``. Attributes (on every group)
-record the ELBO type, engine, particles S, steps, seeds, prior scale and package versions.
+record the ELBO type, engine, guide family (``guide``: ``"meanfield"``, ``"fullrank"``,
+``"lowrank"``), the guide's mean and marginal sds (``guide_loc``, ``guide_scale``), particles S,
+steps, seeds, prior scale and package versions; the full covariance is the ``guide_cov`` variable
+(netCDF attributes hold 1-D values only). The posterior draws are the ones given: for a full- or
+low-rank guide they must come from its full covariance (``draw_weights(..., scale_tril=fit.scale_tril)``).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ W = "w"
 Y = "y"
 Y_TEST = "y_test"
 COEF = "coef"
+COEF_COL = "coef_col"
+GUIDE_COV = "guide_cov"
 TERM = "term"
 OBS_TRAIN = "obs_train"
 OBS_TEST = "obs_test"
@@ -61,10 +68,16 @@ def posterior_predictive_labels(logit: np.ndarray, seed: int) -> np.ndarray:
     return (u < expit(logit)).astype(np.int8)
 
 
+_GUIDE_LABELS = {"meanfield": "mean-field Normal", "fullrank": "full-rank multivariate Normal",
+                 "lowrank": "low-rank multivariate Normal"}
+
+
 def _attrs(fit: FitResult, *, seed: int, prior_scale: float, particles: int | None,
            versions: Mapping[str, str] | None) -> dict[str, Any]:
+    guide = str(fit.guide)
     attrs: dict[str, Any] = {
-        "inference": "variational (mean-field Normal guide)",
+        "inference": f"variational ({_GUIDE_LABELS.get(guide, guide)} guide)",
+        "guide": guide,
         "elbo": fit.elbo,
         "engine": fit.engine,
         "particles_S": -1 if particles is None else int(particles),
@@ -99,7 +112,8 @@ def to_inference_data(
     """InferenceData of one fitted guide: posterior, prior, predictive, log-likelihood, data.
 
     fit : FitResult
-        The fitted guide (its loc/scale and training facts go into the attributes).
+        The fitted guide (its family, loc/scale and training facts go into the attributes, its
+        covariance into ``constant_data.guide_cov``).
     coef_names : sequence of str of length K+1
         Coefficient names, bias first (``FeatureSet.coef_names``).
     x_train, x_test : ndarray of shape (n, K)
@@ -107,7 +121,8 @@ def to_inference_data(
     y_train, y_test : ndarray of shape (n,)
     draws_train, draws_test : Draws
         The same guide draws ``w`` evaluated on train and test (from ``posterior.predict_draws``);
-        ``draws_train.loglik`` must be present.
+        ``draws_train.loglik`` must be present. They become the posterior group as given, so for a
+        full- or low-rank fit they must be drawn from its full covariance.
     seed : int
         Seed of the replicated labels and of the prior draws (same seed, same file).
     prior_scale : float, default=1.0
@@ -128,13 +143,18 @@ def to_inference_data(
     rng = np.random.default_rng(seed)
     seeds = rng.integers(0, 2**31 - 1, size=3)
     prior_w = np.random.default_rng(seeds[0]).normal(0.0, prior_scale, size=(n_draws, k1))
+    cov = np.asarray(fit.cov, dtype=np.float64)
+    if cov.shape != (k1, k1):
+        raise ValueError(f"the guide's covariance has shape {cov.shape}, the draws {k1} coefficients")
     coords = {
         COEF: names,
+        COEF_COL: names,
         TERM: names[1:],
         OBS_TRAIN: np.arange(x_train.shape[0]),
         OBS_TEST: np.arange(x_test.shape[0]),
     }
-    dims = {W: [COEF], Y: [OBS_TRAIN], Y_TEST: [OBS_TEST], "X_train": [OBS_TRAIN, TERM], "X_test": [OBS_TEST, TERM]}
+    dims = {W: [COEF], Y: [OBS_TRAIN], Y_TEST: [OBS_TEST], "X_train": [OBS_TRAIN, TERM], "X_test": [OBS_TEST, TERM],
+            GUIDE_COV: [COEF, COEF_COL]}
     idata = az.from_dict(
         posterior={W: w[None]},
         prior={W: prior_w[None]},
@@ -144,7 +164,7 @@ def to_inference_data(
         },
         log_likelihood={Y: np.asarray(draws_train.loglik, dtype=np.float32)[None]},
         observed_data={Y: np.asarray(y_train).astype(np.int8), Y_TEST: np.asarray(y_test).astype(np.int8)},
-        constant_data={"X_train": np.asarray(x_train), "X_test": np.asarray(x_test)},
+        constant_data={"X_train": np.asarray(x_train), "X_test": np.asarray(x_test), GUIDE_COV: cov},
         coords=coords,
         dims=dims,
     )

@@ -4,6 +4,9 @@ posterior predictive p(spam), a credible interval and a verdict.
 The embedder comes from the model file (recorded from the training data). When it is unknown
 (a user ``.npz`` without an ``embedder`` entry) text cannot be embedded faithfully, so only
 precomputed embeddings are accepted (``--embeddings FILE.npz``: key ``X``, optional ``msg``).
+
+p(spam) and its interval come from the model's fixed draws of w from q: N(loc, diag(scale²)) for a
+mean-field model, N(loc, cov) with the saved Cholesky factor for a full- or low-rank one.
 """
 
 from __future__ import annotations
@@ -52,17 +55,18 @@ class MessagePrediction:
 
 @dataclass(frozen=True)
 class PredictionReport:
-    """Predictions for a batch of messages and where they came from."""
+    """Predictions for a batch of messages and where they came from (``guide``: the model's family of q)."""
 
     model: str
     elbo: str
     embedder: str | None
     level: float
     predictions: list[MessagePrediction] = field(default_factory=list)
+    guide: str = "meanfield"
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "elbo": self.elbo, "embedder": self.embedder, "level": self.level,
+            "model": self.model, "elbo": self.elbo, "guide": self.guide, "embedder": self.embedder, "level": self.level,
             "threshold": THRESHOLD, "predictions": [asdict(p) for p in self.predictions],
         }
 
@@ -182,7 +186,8 @@ def _canonical(name: str) -> str:
 def predict_embeddings(
     saved: SavedModel, X: np.ndarray, messages: Sequence[str], *, level: float = DEFAULT_LEVEL
 ) -> PredictionReport:
-    """Score embedded messages: posterior predictive p(spam), its ``level`` interval, a verdict."""
+    """Score embedded messages: posterior predictive p(spam), its ``level`` interval, a verdict (from draws
+    of the model's q, its full covariance included)."""
     if not 0 < level < 1:
         raise ConfigError(f"level must be between 0 and 1 (got {level!r})")
     est = saved.estimator
@@ -197,7 +202,8 @@ def predict_embeddings(
         for m, pi, (lo, hi), lab in zip(messages, p, interval, labels)
     ]
     return PredictionReport(
-        model=str(saved.path), elbo=saved.elbo, embedder=saved.embedder, level=float(level), predictions=preds
+        model=str(saved.path), elbo=saved.elbo, embedder=saved.embedder, level=float(level), predictions=preds,
+        guide=saved.guide,
     )
 
 
@@ -238,8 +244,9 @@ def format_table(report: PredictionReport, width: int = 60) -> str:
     """A plain-text table: p(spam), the credible interval, the verdict and the message."""
     pct = f"{100 * report.level:g}%"
     head = f"{'p(spam)':>8}  {pct + ' interval':>16}  {'verdict':<16}  message"
+    guide = "" if report.guide == "meanfield" else f", {report.guide} guide"
     lines = [
-        f"model: {report.model} ({report.elbo} ELBO; embedder: {report.embedder or 'unknown'})",
+        f"model: {report.model} ({report.elbo} ELBO{guide}; embedder: {report.embedder or 'unknown'})",
         head,
         "-" * len(head),
     ]

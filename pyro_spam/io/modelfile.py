@@ -1,18 +1,24 @@
 """One file per fitted model: feature pipeline, guide parameters and configuration, no pickle.
 
-Format (``FORMAT_VERSION`` 1): an uncompressed ``.npz`` holding only plain numeric arrays plus
+Format (``FORMAT_VERSION`` 2): an uncompressed ``.npz`` holding only plain numeric arrays plus
 one 0-d unicode array ``header`` with JSON. It loads with ``np.load(..., allow_pickle=False)``, so
 opening a model file never runs code.
 
 ``header`` keys: ``format`` (``"pyro-spam-model"``), ``format_version``, ``pyro_spam_version``,
 ``created`` (UTC), ``params`` (the estimator's constructor parameters), ``classes``,
-``n_features_in``, ``features`` (the pipeline's JSON metadata), ``fit`` (steps, stop reason, coef
-names), ``embedding`` (how X was made: ``embedder``, ``max_length``, ``normalize``; ``embedder`` is
+``n_features_in``, ``features`` (the pipeline's JSON metadata), ``fit`` (ELBO, engine, guide family,
+steps, stop reason, coef names), ``embedding`` (how X was made: ``embedder``, ``max_length``, ``normalize``; ``embedder`` is
 None when unknown), ``training_data`` (where the data came from), ``arrays`` (name → shape) and
 ``sha256`` (a digest of every array's bytes, checked on load).
 
-Arrays: ``feature.<field>`` for each :attr:`FeaturePipeline.ARRAY_FIELDS`, ``guide.loc``,
-``guide.scale`` (K+1,), ``history.{elbo,loglik,kl,lr}`` (steps,).
+Arrays: ``feature.<field>`` for each :attr:`FeaturePipeline.ARRAY_FIELDS`, ``guide.loc`` (the mean)
+and ``guide.scale`` (the marginal sds), both (K+1,); for the full- and low-rank guides also
+``guide.scale_tril`` (K+1, K+1), the lower Cholesky factor of q's covariance (predictions draw
+from it); ``history.{elbo,loglik,kl,lr}`` (steps,).
+
+Versions: 2 (the full- and low-rank guides) adds the estimator parameters ``guide`` and ``rank`` and
+``guide.scale_tril``. Version 1 files (mean-field only) still load, as mean-field models with the
+parameters they lack at their old values (``estimator.PARAMS_ADDED``); any other version is refused.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from ..errors import ModelFileError
 from .rundir import atomic_write_bytes, to_jsonable
 
 FORMAT = "pyro-spam-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Format versions this pyro-spam loads (1: mean-field only, before ``guide``/``rank`` and ``guide.scale_tril``)."""
 MODEL_EXT = ".npz"
 HISTORY_FIELDS = ("elbo", "loglik", "kl", "lr")
 
@@ -92,11 +100,12 @@ def _check_version(header: dict[str, Any], path: Path) -> None:
     written_by = header.get("pyro_spam_version", "unknown")
     if not isinstance(version, int) or isinstance(version, bool):
         raise ModelFileError(f"{path} has no valid format_version; it is damaged or was not written by pyro-spam")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         newer = version > FORMAT_VERSION
+        readable = ", ".join(map(str, READABLE_VERSIONS))
         raise ModelFileError(
             f"{path} uses model-file format version {version} (written by pyro-spam {written_by}); this "
-            f"pyro-spam {__version__} reads version {FORMAT_VERSION} only: "
+            f"pyro-spam {__version__} reads versions {readable} only: "
             + ("upgrade pyro-spam" if newer else "re-create the model with `pyro-spam run` or fit() + save()")
         )
 
