@@ -48,6 +48,7 @@ from ..summary import draw_seed, fit_label, primary_fit
 from ..training.engines import torch_threads
 from ..types import Draws, FitResult
 from .calibrate import SBC_KEYS, draw_sbc_figures, sbc_diagnostics, sbc_text
+from .guides import draw_guides_figure, fit_covariances, guides_section
 from .lrvb import linear_response_section
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "diagnostics_markdown",
     "draw_figures",
     "format_diagnostics",
+    "guide_leaderboard",
     "nuts_diagnostics",
     "vi_diagnostics",
 ]
@@ -271,6 +273,25 @@ def nuts_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], idatas: Mapp
     }
 
 
+def guide_leaderboard(inp: RunInputs, fits: Mapping[str, FitResult], section: dict[str, Any], out: Path, *,
+                      covs: Mapping[str, np.ndarray] | None = None, nuts_idata: az.InferenceData | None = None) -> list[str]:
+    """``section["guides"]`` (the leaderboard, with NUTS columns when ``nuts_idata`` is given) and ``guides_pair.png``
+    in ``out``; returns the figure's name. Its cost goes into ``section["seconds"]["guides"]``."""
+    t0 = time.perf_counter()
+    nuts_draws = nuts_seconds = None
+    if nuts_idata is not None:
+        nuts_draws = nuts_idata.posterior[W].values
+        secs = np.atleast_1d(nuts_idata.posterior.attrs.get("seconds", []))
+        nuts_seconds = float(np.sum(secs)) if secs.size else None
+    with torch_threads(1):  # small matmuls, as in vi_diagnostics
+        section["guides"] = guides_section(fits, section, inp.x_train, inp.y_train, inp.x_test, inp.y_test, inp.coef_names,
+                                           prior_scale=inp.prior_scale, n_draws=inp.num_draws, seed=draw_seed(inp.seed),
+                                           covs=covs, nuts_draws=nuts_draws, nuts_seconds=nuts_seconds)
+    figures = draw_guides_figure(section["guides"], out, nuts_draws)
+    section.setdefault("seconds", {})["guides"] = time.perf_counter() - t0
+    return figures
+
+
 def draw_figures(inp: RunInputs, idatas: Mapping[str, az.InferenceData], out: Path,
                  nuts_idata: az.InferenceData | None = None) -> list[str]:
     """ArviZ figures: forest (VI fits and NUTS), posterior densities with the prior, spam-rate PPC."""
@@ -390,8 +411,10 @@ def diagnose_run_dir(run_dir: str | Path, *, nuts: bool = False, options: NutsOp
                 settings = dataclasses.replace(settings, seed=inp.seed)
             section.update(sbc_diagnostics(run, sbc, settings, progress=progress))
             section.setdefault("seconds", {})["sbc"] = time.perf_counter() - t0
+        guide_figures = guide_leaderboard(inp, fits, section, stage, covs=fit_covariances(fits, summary.get("fits")),
+                                          nuts_idata=nuts_idata)
         t0 = time.perf_counter()
-        section["figures"] = draw_figures(inp, idatas, stage, nuts_idata)
+        section["figures"] = draw_figures(inp, idatas, stage, nuts_idata) + guide_figures
         section["figures"] += draw_sbc_figures(section, inp.coef_names, stage)
         section.setdefault("seconds", {})["figures"] = time.perf_counter() - t0
         _write_markdown(section, stage)
@@ -434,6 +457,21 @@ def _theory_text(section: Mapping[str, Any]) -> str:
             f"{_n(section['nuts']['khat_gaussian_theory'], '.2f')}; PSIS found {_n(section['khat'], '.2f')}.")
 
 
+def _guides_table(lb: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of the guide leaderboard for ``diagnostics.md`` and the terminal."""
+    nuts = lb.get("reference") == "nuts"
+    header = ["approximation", "ELBO", "k̂ median", "k̂ min", "k̂ max"]
+    header += ["sd/NUTS min", "sd/NUTS max", "max |Δmean|/sd", "max W1/sd"] if nuts else []
+    header += ["ρ pair", "lppd/msg", "seconds"]
+    rows = []
+    for r in lb["rows"]:
+        kr = r.get("khat_range") or [None, None]
+        row = [r["name"], r.get("elbo"), r.get("khat_median"), kr[0], kr[1]]
+        row += [r.get("sd_ratio_min"), r.get("sd_ratio_max"), r.get("mean_shift_max_in_sd"), r.get("w1_max_in_sd")] if nuts else []
+        rows.append(row + [r.get("pair_rho"), r.get("lppd_test_per_message"), r.get("seconds")])
+    return header, rows
+
+
 def diagnostics_markdown(section: Mapping[str, Any]) -> str:
     """The diagnostics as a Markdown fragment (``diagnostics.md``) that a report can include as is."""
     rows = []
@@ -459,6 +497,8 @@ def diagnostics_markdown(section: Mapping[str, Any]) -> str:
                   _markdown(["coefficient", "mean", "sd mean-field", "sd linear response"],
                             [[n, m, a, b] for n, m, a, b in zip(lr["coef_names"], lr["loc"], lr["meanfield_scale"], lr["scale"],
                                                                   strict=True)])]
+    if section.get("guides"):
+        lines += ["", "### Which approximation to trust?", "", _markdown(*_guides_table(section["guides"]))]
     main = section["per_fit"][section["primary"]]
     rw = main["psis"].get("reweighted")
     if rw:
@@ -512,6 +552,18 @@ def format_diagnostics(section: Mapping[str, Any], run_dir: str | Path | None = 
                          + ", ".join(f"{k} {v:+.2f}" for k, v in n["loo_minus_nuts"].items()))
         if n.get("linear_response"):
             lines.append("linear-response sd / NUTS sd: " + ", ".join(f"{r['name']} {r['sd_ratio']:.3f}" for r in n["linear_response"]))
+    lb = section.get("guides")
+    if lb:
+        pn = lb.get("pair_names") or ["", ""]
+        lines.append(f"guide leaderboard (ρ on {pn[0]}, {pn[1]}; k̂ median [min–max]"
+                     + ("; sd / NUTS sd min–max; max W1 in NUTS sd" if lb.get("reference") == "nuts" else "") + "):")
+        for r in lb["rows"]:
+            kr = r.get("khat_range") or [None, None]
+            cmp_txt = (f" | sd ratio {_n(r.get('sd_ratio_min'), '.2f')}–{_n(r.get('sd_ratio_max'), '.2f')} | W1 {_n(r.get('w1_max_in_sd'), '.2f')}"
+                       if r.get("sd_ratio_min") is not None else "")
+            lines.append(f"  {r['name']:>34}: ELBO {_n(r.get('elbo'), '.2f')} | k̂ {_n(r.get('khat_median'), '.2f')} "
+                         f"[{_n(kr[0], '.2f')}–{_n(kr[1], '.2f')}]{cmp_txt} | ρ {_n(r.get('pair_rho'), '+.2f')} | "
+                         f"lppd {_n(r.get('lppd_test_per_message'), '.4f')}/msg | {_n(r.get('seconds'), '.2f')} s")
     lines += sbc_text(section, section.get("linear_response", {}).get("coef_names") or [])
     if run_dir is not None:
         lines.append(f"diagnostics written to {run_dir} ({', '.join(section['figures'])})")

@@ -1,7 +1,8 @@
 """The report's "Did the variational fit work?" sections, from ``summary["diagnostics"]``.
 
 k̂ of q with its spread over repeated draws, PSIS-LOO naive and corrected for the approximation,
-the linear-response correction, the NUTS reference, and simulation-based calibration. Every
+the guide leaderboard (:mod:`.guides`), the linear-response correction, the NUTS reference, and
+simulation-based calibration. Every
 sentence that states a result is generated from the run's numbers; absent parts are left out.
 """
 
@@ -13,11 +14,12 @@ from typing import Any
 from ..io.run_reader import summary_value
 from ..summary import Summary, elbo_label
 from .document import Figure, Para, Section, Table, f, short_value
+from .guides import GUIDES_FIGURE, guides_section
 
 __all__ = ["diagnostics_sections", "flatten"]
 
 _KNOWN = {"primary", "khat", "khat_reading", "khat_median", "khat_range", "loo", "loo_corrected", "per_fit", "files", "figures", "markdown",
-          "seconds", "linear_response", "nuts", "sbc", "posterior_sbc"}
+          "seconds", "linear_response", "nuts", "sbc", "posterior_sbc", "guides"}
 _SBC = (("sbc", "Prior SBC", "truth from the prior N(0, s² I), labels simulated on the training design, refit on them"),
         ("posterior_sbc", "Posterior SBC", "truth from the observed data's posterior, labels simulated on the training "
                                            "design, refit on the observed plus the replicated labels"))
@@ -210,7 +212,7 @@ def diagnostics_sections(s: Summary) -> list[Section]:
         sec.blocks.append(Para("Files in this run directory: " + ", ".join(f"`{x}`" for x in files) + "."))
     figures = [str(x) for x in dg.get("figures") or []]
     for name in figures:
-        if name not in _SBC_FIGURES:
+        if name not in _SBC_FIGURES and name != GUIDES_FIGURE:
             sec.blocks.append(Figure(name, name))
-    subs = [x for x in (_lr_section(dg), _nuts_section(dg)) if x is not None] + _sbc_sections(dg, figures)
+    subs = [x for x in (guides_section(dg, figures), _lr_section(dg), _nuts_section(dg)) if x is not None] + _sbc_sections(dg, figures)
     return [sec, *subs]
