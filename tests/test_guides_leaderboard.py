@@ -278,7 +278,7 @@ def tiny_run(tmp_path_factory):
 
 
 ROWS = ["mean-field VI (trace ELBO)", "mean-field VI (meanfield ELBO)", "linear response (LRVB)", "mean-field + PSIS resampling",
-        "Laplace at the MAP"]
+        "full-rank Gaussian (exact optimum)", "Laplace at the MAP"]
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ import numpy as np
 from scipy.special import expit, log_expit, logsumexp
 from scipy.stats import wasserstein_distance
 
+from ..exact import laplace_approximation
 from .psis import KHAT_OK, KHAT_REPEATS, khat_reading, khat_repeats, log_prior, log_q, pareto_khat
 
 __all__ = ["N_NODES", "PSIS_WARNING", "Laplace", "PsisResample", "exact_elbo_gaussian", "gaussian_kl", "laplace",
@@ -146,8 +147,6 @@ class Laplace:
         ``log p(y | loc) + log p(loc)`` at the MAP (nats).
     grad_max : float
         Largest gradient component there (≈ 0).
-    iterations : int
-        Newton steps taken.
     """
 
     loc: np.ndarray
@@ -155,7 +154,6 @@ class Laplace:
     scale: np.ndarray
     log_joint: float
     grad_max: float
-    iterations: int
 
 
 def _log_joint(a: np.ndarray, sign: np.ndarray, w: np.ndarray, s2: float) -> float:
@@ -163,43 +161,17 @@ def _log_joint(a: np.ndarray, sign: np.ndarray, w: np.ndarray, s2: float) -> flo
     return float(log_expit(sign * (a @ w)).sum() - 0.5 * (w @ w) / s2)
 
 
-def laplace(x: np.ndarray, y: np.ndarray, prior_scale: float = 1.0, *, tol: float = 1e-9, max_iter: int = 100) -> Laplace:
-    """MAP by damped Newton on ``log p(y | w) + log N(w; 0, s² I)`` and ``cov = (−∇² log p)⁻¹`` there.
-
-    The log joint is strictly concave (the prior adds ``I/s²`` to a positive semi-definite curvature),
-    so Newton from ``w = 0`` converges quadratically; a step is halved until the log joint rises.
-    Stops when the Newton decrement ``gᵀ(−H)⁻¹g / 2`` falls below ``tol`` nats; raises
-    :class:`RuntimeError` if that does not happen within ``max_iter`` steps.
-    """
+def laplace(x: np.ndarray, y: np.ndarray, prior_scale: float = 1.0) -> Laplace:
+    """The Laplace reference row: :func:`pyro_spam.exact.laplace_approximation` (MAP by damped Newton on
+    the strictly concave log joint, ``cov = (−∇² log p)⁻¹`` there), with the log joint and gradient at the MAP."""
+    w, cov = laplace_approximation(x, y, prior_scale)
     a = _design(x)
     sign = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
-    yy = 0.5 * (sign + 1.0)
     s2 = float(prior_scale) ** 2
-    d = a.shape[1]
-    w = np.zeros(d)
+    g = a.T @ (0.5 * (sign + 1.0) - expit(a @ w)) - w / s2
     f = _log_joint(a, sign, w, s2)
-
-    def grad_neg_hess(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p = expit(a @ w)
-        return a.T @ (yy - p) - w / s2, (a * (p * (1.0 - p))[:, None]).T @ a + np.eye(d) / s2
-
-    for it in range(1, max_iter + 1):
-        g, h = grad_neg_hess(w)
-        step = np.linalg.solve(h, g)
-        decrement = 0.5 * float(g @ step)
-        if decrement < tol:
-            cov = _sym_inv(h)
-            return Laplace(loc=w, cov=cov, scale=np.sqrt(np.diag(cov)), log_joint=f - 0.5 * d * math.log(2.0 * math.pi * s2),
-                           grad_max=float(np.max(np.abs(g))), iterations=it - 1)
-        t = 1.0
-        while True:
-            trial = w + t * step
-            f_new = _log_joint(a, sign, trial, s2)
-            if f_new >= f or t < 1e-10:
-                break
-            t *= 0.5
-        w, f = trial, f_new
-    raise RuntimeError(f"Laplace: Newton did not converge in {max_iter} steps (Newton decrement {decrement:.3g})")
+    return Laplace(loc=w, cov=cov, scale=np.sqrt(np.diag(cov)), log_joint=f - 0.5 * a.shape[1] * math.log(2.0 * math.pi * s2),
+                   grad_max=float(np.max(np.abs(g))))
 
 
 def _sym_inv(h: np.ndarray) -> np.ndarray:

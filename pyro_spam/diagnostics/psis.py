@@ -126,8 +126,8 @@ class KhatResult:
 
 
 def vi_khat(w: np.ndarray, loglik: np.ndarray, loc: np.ndarray, scale: np.ndarray,
-            prior_scale: float = 1.0) -> KhatResult:
-    """k̂ of q(w) = N(loc, diag(scale²)) from its draws ``w`` (n_draws, K+1).
+            prior_scale: float = 1.0, cov: np.ndarray | None = None) -> KhatResult:
+    """k̂ of q(w) = N(loc, diag(scale²)), or N(loc, cov) when ``cov`` is given, from its draws ``w`` (n_draws, K+1).
 
     loglik : ndarray of shape (n_draws, n) or (n_draws,)
         Pointwise (or already summed) training log-likelihood at each draw.
@@ -135,7 +135,7 @@ def vi_khat(w: np.ndarray, loglik: np.ndarray, loc: np.ndarray, scale: np.ndarra
     w = np.asarray(w, dtype=np.float64)
     ll = np.asarray(loglik, dtype=np.float64)
     ll_sum = ll.sum(axis=1) if ll.ndim == 2 else ll
-    khat, lw = pareto_khat(ll_sum + log_prior(w, prior_scale), log_q(w, loc, scale))
+    khat, lw = pareto_khat(ll_sum + log_prior(w, prior_scale), log_q(w, loc, scale, cov))
     wt = np.exp(lw)
     mean_q, sd_q = w.mean(axis=0), w.std(axis=0, ddof=1)
     mean_is = sd_is = None

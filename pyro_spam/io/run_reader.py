@@ -65,10 +65,13 @@ class RunDirectory:
                 raise ModelFileError(f"{path} names coefficients {g.get('coef_names')} but {FEATURES} has {list(self.coef_names)}")
             h = {k: np.asarray(v, dtype=np.float64) for k, v in g.get("history", {}).items()}
             hist = ElboHistory(**{k: h.get(k, np.zeros(0)) for k in HISTORY_FIELDS})
+            guide = str(g.get("guide", "meanfield"))
+            tril = np.linalg.cholesky(np.asarray(g["cov"], dtype=np.float64)) if guide != "meanfield" and "cov" in g else None
             fits[kind] = FitResult(
                 elbo=kind, engine=g.get("engine", "svi"), loc=np.asarray(g["loc"], dtype=np.float64),
                 scale=np.asarray(g["scale"], dtype=np.float64), history=hist, steps=int(g.get("steps", 0)),
                 seconds=float(self.summary["fits"][kind].get("seconds", 0.0)), stop_reason=str(g.get("stop_reason", "")),
+                guide=guide, scale_tril=tril,
             )
         if not fits:
             raise ModelFileError(f"{self.path / SUMMARY} lists no fits")

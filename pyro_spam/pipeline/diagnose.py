@@ -173,14 +173,15 @@ def _vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], draws_train: 
                                   versions=inp.versions)
         save_netcdf(idata, out / f"posterior_{kind}.nc")
         idatas[kind] = idata
-        kh = vi_khat(tr.w, tr.loglik, fr.loc, fr.scale, inp.prior_scale)
+        cov = None if fr.scale_tril is None else fr.cov  # full and low-rank guides: q's own covariance
+        kh = vi_khat(tr.w, tr.loglik, fr.loc, fr.scale, inp.prior_scale, cov)
         loo = loo_summary(idata)
         if kind in inp.lppd_test:
             loo["lppd_test_per_message"] = inp.lppd_test[kind]
         _, tables = az_summary_table(idata, out, f"az_summary_{kind}", kind="stats")
-        reps = khat_repeats(lambda w: loglik_sum(w, inp.x_train, inp.y_train), fr.loc, fr.scale, prior_scale=inp.prior_scale,
+        reps = khat_repeats(lambda w: loglik_sum(w, inp.x_train, inp.y_train), fr.loc, fr.scale, cov=cov, prior_scale=inp.prior_scale,
                             n_draws=inp.num_draws, seed=draw_seed(inp.seed))
-        log_ratio = tr.loglik.sum(axis=1) + log_prior(tr.w, inp.prior_scale) - log_q(tr.w, fr.loc, fr.scale)
+        log_ratio = tr.loglik.sum(axis=1) + log_prior(tr.w, inp.prior_scale) - log_q(tr.w, fr.loc, fr.scale, cov)
         per_fit[kind] = {"khat": kh.khat, "khat_reading": kh.reading, "khat_median": reps["median"],
                          "khat_range": [reps["min"], reps["max"]], "khat_repeats": reps, "psis": kh.to_dict(inp.coef_names),
                          "loo": loo, "loo_corrected": vi_corrected_loo(tr.loglik, log_ratio),
@@ -382,7 +383,7 @@ def diagnose_run_dir(run_dir: str | Path, *, nuts: bool = False, options: NutsOp
         else:
             tr, te = {}, {}
             for kind, fr in fits.items():
-                w = draw_weights(fr.loc, fr.scale, inp.num_draws, seed=draw_seed(inp.seed))
+                w = draw_weights(fr.loc, fr.scale, inp.num_draws, seed=draw_seed(inp.seed), scale_tril=fr.scale_tril)
                 tr[kind] = predict_draws(w, inp.x_train, inp.y_train)
                 te[kind] = predict_draws(w, inp.x_test, inp.y_test)
             section, idatas = vi_diagnostics(inp, fits, tr, te, stage)
