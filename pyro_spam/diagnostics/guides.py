@@ -340,6 +340,7 @@ def leaderboard(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_
                 draws = loc + eps @ np.linalg.cholesky(cov).T
             draws = np.asarray(draws, dtype=np.float64)
             mean, mcov = loc, cov
+            row["cov"] = cov.tolist()  # with "mean": what an independent recomputation of k̂ and sds starts from
             row["elbo"] = exact_elbo_gaussian(x_train, y_train, loc, cov, prior_scale)
             reps = a.get("khat") or khat_of(loc, cov)
         else:
