@@ -110,10 +110,34 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="then add the NUTS reference and the VI-vs-NUTS comparison (as `pyro-spam diagnose --nuts`; about a minute)")
 
 
+class _IntermixedSubcommands(argparse._SubParsersAction):
+    """Subcommands whose options may stand anywhere between their positionals.
+
+    argparse's ``parse_intermixed_args`` refuses parsers with subcommands (their positional takes
+    ``nargs=A...``), so the top level parses as usual and each subcommand's arguments are parsed
+    with the subparser's ``parse_known_intermixed_args``: ``predict RUN --json "m1" "m2"`` collects
+    both messages. Unknown arguments go back to the top level, which reports them as before.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        name, arg_strings = values[0], values[1:]
+        subparser = self.choices.get(name)
+        if subparser is None:  # argparse's own "invalid choice" error
+            return super().__call__(parser, namespace, values, option_string)
+        if self.dest is not argparse.SUPPRESS:
+            setattr(namespace, self.dest, name)
+        subnamespace, extras = subparser.parse_known_intermixed_args(arg_strings, None)
+        for key, value in vars(subnamespace).items():
+            setattr(namespace, key, value)
+        if extras:
+            vars(namespace).setdefault(argparse._UNRECOGNIZED_ARGS_ATTR, []).extend(extras)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pyro-spam`` parser; every subcommand accepts its options before, between and after its positionals."""
     parser = argparse.ArgumentParser(prog="pyro-spam", description="Variational Bayesian SMS spam detection with Pyro.")
     parser.add_argument("--version", action="version", version=f"pyro-spam {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, action=_IntermixedSubcommands)
     p_run = sub.add_parser("run", help="fit the model on the default data or a course .npz and write a run directory")
     _add_run_args(p_run)
     # Further subcommands register here: add_parser(...) plus an entry in COMMANDS below.
@@ -217,7 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _add_predict_parser(sub: Any) -> None:
     p = sub.add_parser("predict", help="score new messages with a run's saved model: p(spam), credible interval, verdict")
     p.add_argument("model", type=Path, help="run directory or model file (model_<elbo>.npz)")
-    p.add_argument("messages", nargs="*", help="messages to score (put options before MODEL or after the messages)")
+    p.add_argument("messages", nargs="*", help="messages to score (options may go anywhere among them)")
     p.add_argument("--file", "-f", default=None, help="read messages from this file, one per line ('-' = stdin)")
     p.add_argument("--embeddings", type=Path, default=None, help=".npz of precomputed embeddings (key X, optional msg) instead of text")
     p.add_argument("--elbo", choices=ELBO_TYPES, default=None,

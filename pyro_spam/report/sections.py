@@ -8,17 +8,19 @@ the document model of :mod:`.document`; rendering lives there too.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..config import RunConfig
 from ..io.run_reader import summary_value
 from ..summary import EvaluationSection, Summary, elbo_label, primary_fit
 from .diagnostics import diagnostics_sections, flatten
 from .document import Block, Bullets, Figure, Para, Section, Table, code_list, f, g, pct, short_value, word_count
 from .estimators import estimator_headline, estimator_insight, estimator_sections
 
-__all__ = ["build_sections", "writeup"]
+__all__ = ["build_sections", "reproduce_args", "reproduce_command", "unflagged_settings", "writeup"]
 
 
 # ---------------------------------------------------------------- sections
@@ -550,29 +552,127 @@ _NOT_CONVERGED = {
 """Stop reasons that get a banner at the top of the report: what happened, and what to try."""
 
 
+# Every `pyro-spam run` option that sets part of the run's configuration, in the order the Reproduce
+# command lists them: (flag, section of ``RunConfig.to_dict()`` ("" = top level), field, shown when).
+# "shown when" names the options printed even at their default value (the run's headline settings, and
+# the options its optimiser, guide or stop rule reads); every other option is printed when it differs
+# from the default. tests/test_reproduce.py checks this table against the parser (every option that
+# sets a RunConfig field is here) and parses the printed command back to the same RunConfig.
+_ALWAYS = "always"
+_RUN_OPTIONS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("--data", "", "data", None),
+    ("-K", "features", "components", _ALWAYS),
+    ("--variance-target", "features", "variance_target", "auto"),
+    ("--features", "features", "kind", _ALWAYS),
+    ("--test-size", "features", "test_size", _ALWAYS),
+    ("--elbo", "", "elbos", _ALWAYS),
+    ("--optimizer", "train", "optimizer", "lbfgs"),
+    ("--grad-tol", "train", "grad_tol", "lbfgs"),
+    ("--guide", "train", "guide", None),
+    ("--rank", "train", "rank", "lowrank"),
+    ("--engine", "train", "engine", _ALWAYS),
+    ("-S", "train", "particles", _ALWAYS),
+    ("--batch-size", "train", "batch_size", _ALWAYS),
+    ("--stop", "train", "stop", _ALWAYS),
+    ("--window", "train", "window", "plateau"),
+    ("--tol", "train", "tol", "plateau"),
+    ("--steps", "train", "max_steps", _ALWAYS),
+    ("--lr", "train", "lr", _ALWAYS),
+    ("--prior-scale", "train", "prior_scale", _ALWAYS),
+    ("--seed", "train", "seed", _ALWAYS),
+    ("--draws", "", "num_draws", _ALWAYS),
+)
+# A field missing from an older summary means the value the run used, not today's default:
+# pyro-spam 0.1.0 stopped at an ELBO plateau (its summaries have no ``stop``).
+_LEGACY_VALUES = {("train", "stop"): "plateau"}
+# Derived, not chosen: each fit's ELBO comes from ``elbos`` (RunConfig.train_for).
+_DERIVED_FIELDS = {("train", "elbo")}
+
+
+def _config_value(config: Mapping[str, Any], defaults: Mapping[str, Any], section: str, field: str) -> Any:
+    part = (config.get(section) or {}) if section else config
+    if field in part:
+        return part[field]
+    if (section, field) in _LEGACY_VALUES:
+        return _LEGACY_VALUES[(section, field)]
+    return (defaults[section] if section else defaults)[field]
+
+
+def _run_defaults() -> dict[str, Any]:
+    return RunConfig().to_dict()
+
+
+def _option_text(field: str, value: Any) -> str:
+    if field == "elbos":
+        return "both" if list(value) in ([], ["trace", "meanfield"]) else ",".join(value)
+    if field == "batch_size" and value is None:
+        return "full"
+    return str(value)
+
+
+def reproduce_args(config: Mapping[str, Any]) -> list[str]:
+    """The ``pyro-spam run`` arguments (after ``run``, without ``--out``) that rebuild the run
+    configuration ``config`` (``RunConfig.to_dict()``, as in ``summary["meta"]["config"]``): the run's
+    headline settings and every other option whose value differs from the default.
+
+    >>> from pyro_spam.config import RunConfig, TrainConfig
+    >>> args = reproduce_args(RunConfig(train=TrainConfig(stop="plateau", window=30)).to_dict())
+    >>> args[args.index("--stop"):args.index("--steps")]
+    ['--stop', 'plateau', '--window', '30', '--tol', '0.5']
+    """
+    defaults = _run_defaults()
+    modes = {_config_value(config, defaults, "train", k) for k in ("optimizer", "guide", "stop")}
+    modes.add(_config_value(config, defaults, "features", "components"))
+    args: list[str] = []
+    for flag, section, field, shown in _RUN_OPTIONS:
+        value = _config_value(config, defaults, section, field)
+        default = (defaults[section] if section else defaults)[field]
+        if field == "elbos":
+            default = list(default)
+            value = list(value) or default
+        if shown == _ALWAYS or shown in modes or value != default:
+            args += [flag, _option_text(field, value)]
+    return args
+
+
+def unflagged_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings of ``config`` that differ from the default but that no ``pyro-spam run`` option sets
+    (e.g. ``adam_beta2`` given to :func:`pyro_spam.run`): the command of :func:`reproduce_args` does
+    not reproduce them.
+
+    >>> unflagged_settings({"train": {"adam_beta2": 0.95, "lr": 0.05}})
+    {'adam_beta2': 0.95}
+    """
+    defaults = _run_defaults()
+    flagged = {(section, field) for _, section, field, _ in _RUN_OPTIONS} | _DERIVED_FIELDS
+    out: dict[str, Any] = {}
+    for section in ("features", "train"):
+        for field, value in (config.get(section) or {}).items():
+            if (section, field) not in flagged and value != defaults[section].get(field):
+                out[field] = value
+    return out
+
+
+def reproduce_command(config: Mapping[str, Any], out: str | Path) -> str:
+    """The shell command that repeats a run with configuration ``config`` into the directory ``out``.
+
+    >>> from pyro_spam.config import RunConfig, TrainConfig
+    >>> print(reproduce_command(RunConfig(train=TrainConfig(guide="fullrank")).to_dict(), "runs/again"))  # doctest: +ELLIPSIS
+    pyro-spam run -K 5 --features polynomial --test-size 0.2 --elbo both --guide fullrank --engine svi ... --out runs/again
+    """
+    return shlex.join(["pyro-spam", "run", *reproduce_args(config), "--out", str(out)])
+
+
 def _reproduce_section(s: Summary, name: str) -> Section:
     """The command that reproduces the run, package versions and timings."""
     meta = s.get("meta", {})
     cfg = meta.get("config", {})
-    fc, tc = cfg.get("features", {}), cfg.get("train", {})
-    cmd = ["pyro-spam", "run"]
-    if cfg.get("data"):
-        cmd += ["--data", str(cfg["data"])]
-    elbos = cfg.get("elbos", [])
-    batch = "full" if tc.get("batch_size") is None else str(tc.get("batch_size"))
-    cmd += ["-K", str(fc.get("components")), "--features", str(fc.get("kind")), "--test-size", f"{fc.get('test_size')}",
-            "--elbo", "both" if list(elbos) in ([], ["trace", "meanfield"]) else ",".join(elbos), "--engine", str(tc.get("engine")),
-            "-S", str(tc.get("particles")), "--batch-size", batch, "--stop", str(tc.get("stop", "plateau")),
-            "--steps", str(tc.get("max_steps")), "--lr", f"{tc.get('lr')}", "--prior-scale", f"{tc.get('prior_scale')}",
-            "--seed", str(tc.get("seed")), "--draws", str(cfg.get("num_draws"))]
-    if tc.get("stop", "plateau") == "plateau":
-        cmd += ["--window", str(tc.get("window")), "--tol", f"{tc.get('tol')}"]
-    if tc.get("optimizer", "adam") != "adam":
-        cmd += ["--optimizer", str(tc["optimizer"]), "--grad-tol", f"{tc.get('grad_tol')}"]
-    if tc.get("guide", "meanfield") != "meanfield":
-        cmd += ["--guide", str(tc["guide"])] + (["--rank", str(tc.get("rank", 1))] if tc["guide"] == "lowrank" else [])
-    cmd += ["--out", name]
-    blocks: list[Block] = [Para("Same seed, same numbers. The run was made with:"), Para("`" + " ".join(cmd) + "`")]
+    blocks: list[Block] = [Para("Same seed, same numbers. The run was made with:"), Para(f"`{reproduce_command(cfg, name)}`")]
+    extra = unflagged_settings(cfg)
+    if extra:
+        settings = ", ".join(f"`{k} = {v!r}`" for k, v in extra.items())
+        blocks.append(Para(f"It also set {settings}, which no `pyro-spam run` option sets: the command above does not repeat "
+                           "them; `pyro_spam.run(out, config=summary['meta']['config'])` repeats the whole configuration."))
     if s.get("compare"):
         quick = " --quick" if s["compare"].get("quick") else ""
         st = s["compare"].get("settings", {})
