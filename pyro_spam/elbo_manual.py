@@ -23,7 +23,7 @@ bias column is implicit), ``y`` the (B,) labels 0/1, ``w`` the K+1 coefficients 
   ``ELBO = N/B · Σ_i E_q log p(y_i|z_i) − KL(q‖p)`` is a smooth deterministic function of (loc, scale).
 
 Particles are vectorised as one (S, K) × (K, B) matmul for the logits (:func:`log_lik_draws`: no
-S×B×K intermediate), gradients come from :func:`torch.func.grad`. This module must never import Pyro: it is the independent reference
+S×B×K intermediate), gradients come from :func:`grad_with_aux` (``torch.autograd``). This module must never import Pyro: it is the independent reference
 that :mod:`pyro_spam.crosscheck` compares Pyro against.
 """
 
@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.func import grad
 
 __all__ = [
     "ElboParts",
@@ -171,12 +170,13 @@ def kl_analytic(loc: Tensor, scale: Tensor, prior_scale: float = 1.0) -> Tensor:
 
 
 def kl_mc(w: Tensor, loc: Tensor, scale: Tensor, prior_scale: float = 1.0) -> Tensor:
-    """Monte Carlo KL: ``mean_s [log q(w_s) − log p(w_s)]`` for draws ``w`` (S, K+1) from q."""
-    assert w.dim() == 2 and w.shape[1] == loc.shape[0], f"w {tuple(w.shape)} vs loc {tuple(loc.shape)}"
+    """Monte Carlo KL: ``mean_s [log q(w_s) − log p(w_s)]`` for draws ``w`` (S, K+1) from q, or for
+    independent sets of draws (..., S, K+1): one estimate per set, shape (...)."""
+    assert w.dim() >= 2 and w.shape[-1] == loc.shape[0], f"w {tuple(w.shape)} vs loc {tuple(loc.shape)}"
     log_q = log_normal(w, loc, scale)
     log_p = log_normal(w, 0.0, prior_scale)
-    assert log_q.shape == log_p.shape == (w.shape[0],)
-    return (log_q - log_p).mean()
+    assert log_q.shape == log_p.shape == w.shape[:-1]
+    return (log_q - log_p).mean(-1)
 
 
 def elbo_analytic(
@@ -444,6 +444,21 @@ def elbo(
     return fn(loc, scale, eps, x, y, n_total=n_total, prior_scale=prior_scale)
 
 
+def grad_with_aux(f: Callable[..., tuple[Tensor, Any]], argnums: tuple[int, ...] = (0, 1)) -> Callable[..., tuple[tuple[Tensor, ...], Any]]:
+    """``torch.func.grad(f, argnums, has_aux=True)`` done with ``torch.autograd``: the same gradients of
+    the scalar ``f(*args)[0]`` w.r.t. ``args[i]`` for ``i`` in ``argnums`` (zeros where unused), plus the
+    auxiliary output. ``torch.func`` imports ``torch._dynamo`` on first use: 1.1 s and 80 MB per process."""
+
+    def g(*args: Any) -> tuple[tuple[Tensor, ...], Any]:
+        with torch.enable_grad():
+            leaves = [a.detach().requires_grad_(True) if i in argnums else a for i, a in enumerate(args)]
+            out, aux = f(*leaves)
+            grads = torch.autograd.grad(out, [leaves[i] for i in argnums], allow_unused=True)
+        return tuple(torch.zeros_like(leaves[i]) if d is None else d for i, d in zip(argnums, grads, strict=True)), aux
+
+    return g
+
+
 def elbo_grad(
     kind: ElboKind,
     loc: Tensor,
@@ -460,13 +475,13 @@ def elbo_grad(
     reparameterisation gradient, or the estimator's own: path derivative for ``stl``, score function
     for ``score``).
 
-    Returns ``((d_loc, d_scale), parts)``, both gradients of shape (K+1,), via :func:`torch.func.grad`.
+    Returns ``((d_loc, d_scale), parts)``, both gradients of shape (K+1,), via :func:`grad_with_aux`.
     """
 
     def f(loc_: Tensor, scale_: Tensor) -> tuple[Tensor, ElboParts]:
         parts = elbo(kind, loc_, scale_, eps, x, y, n_total=n_total, prior_scale=prior_scale, baseline=baseline)
         return parts.elbo, ElboParts(*(p.detach() for p in parts))
 
-    grads, parts = grad(f, argnums=(0, 1), has_aux=True)(loc, scale)
+    grads, parts = grad_with_aux(f)(loc, scale)
     assert grads[0].shape == loc.shape and grads[1].shape == scale.shape
     return grads, parts

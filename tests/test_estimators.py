@@ -96,8 +96,8 @@ def manual_grads(kind: str, loc: Tensor, scale: Tensor, eps: Tensor, x: Tensor, 
                  baseline: float | None = None, chunk: int = 250) -> Tensor:
     """The manual estimator's gradient w.r.t. (loc, scale) for each noise block: (R, 2(K+1)), vmapped in chunks."""
 
-    def one(e: Tensor) -> Tensor:
-        (g_loc, g_scale), _ = em.elbo_grad(kind, loc, scale, e, x, y, baseline=baseline)
+    def one(e: Tensor) -> Tensor:  # torch.func here (vmappable); em.elbo_grad itself uses torch.autograd
+        g_loc, g_scale = grad(lambda lo, sc: em.elbo(kind, lo, sc, e, x, y, baseline=baseline).elbo, argnums=(0, 1))(loc, scale)
         return torch.cat([g_loc, g_scale])
 
     return torch.cat([vmap(one)(e) for e in eps.split(chunk)])

@@ -32,7 +32,6 @@ import time
 import numpy as np
 import torch
 from torch import Tensor
-from torch.func import grad
 
 from .. import elbo_manual as em
 from ..config import TrainConfig
@@ -68,7 +67,7 @@ class ManualStepper:
             parts, f = em.score_parts(loc_, torch.exp(log_scale_), eps, xb, yb, n_total=n, prior_scale=cfg.prior_scale, baseline=b)
             return -parts.elbo, (em.ElboParts(*(p.detach() for p in parts)), f)
 
-        self.grad_fn = grad(neg_elbo_score if cfg.elbo == "score" else neg_elbo, argnums=(0, 1), has_aux=True)
+        self.grad_fn = em.grad_with_aux(neg_elbo_score if cfg.elbo == "score" else neg_elbo)
         self.baseline = torch.zeros(cfg.particles)
 
     def step(self, step: int, idx: Tensor | None, last: Params | None) -> tuple[float, float]:
