@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -154,3 +155,23 @@ def test_rejects_non_consecutive_steps_and_non_finite_iterates() -> None:
         mon.update(2, LOC, np.log(SCALE))
     with pytest.raises(ValueError, match="non-finite"):
         mon.update(1, LOC * np.nan, np.log(SCALE))
+
+
+@pytest.mark.parametrize("n", [8, 9, 41, 400])
+def test_vectorised_split_rhat_equals_arviz(n: int) -> None:
+    """The stop rule's all-columns classic split-R̂ equals ArviZ's per-column ``rhat(method="split")``
+    to 1e-12 (rounding of the reductions only), for even and odd window lengths and a constant column."""
+    import arviz as az
+
+    from pyro_spam.training.convergence import _split_rhat
+
+    rng = np.random.default_rng(n)
+    w = np.cumsum(rng.normal(size=(n, 6)), axis=0) * rng.uniform(0.1, 3.0, size=6) + rng.normal(size=(n, 6))
+    w[:, 3] = 0.7  # no movement at all: R̂ = 1
+    half = n // 2
+    chains = np.stack([w[n - 2 * half : n - half], w[n - half :]])
+    with warnings.catch_warnings():  # ArviZ on the constant column: 0/0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = [float(np.asarray(az.rhat(chains[:, :, j], method="split")).reshape(-1)[0]) for j in range(6)]
+    expected[3] = 1.0  # the monitor's rule (ArviZ says sqrt((m − 1)/m) or nan)
+    np.testing.assert_allclose(_split_rhat(w), expected, rtol=1e-12, atol=0)
