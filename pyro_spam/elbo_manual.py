@@ -23,8 +23,9 @@ bias column is implicit), ``y`` the (B,) labels 0/1, ``w`` the K+1 coefficients 
   ``ELBO = N/B · Σ_i E_q log p(y_i|z_i) − KL(q‖p)`` is a smooth deterministic function of (loc, scale).
 
 Particles are vectorised as one (S, K) × (K, B) matmul for the logits (:func:`log_lik_draws`: no
-S×B×K intermediate), gradients come from :func:`grad_with_aux` (``torch.autograd``). This module must never import Pyro: it is the independent reference
-that :mod:`pyro_spam.crosscheck` compares Pyro against.
+S×B×K intermediate), gradients come from :func:`grad_with_aux` (``torch.autograd``). This module
+must never import Pyro: it is the independent reference that :mod:`pyro_spam.crosscheck` compares
+Pyro against.
 """
 
 from __future__ import annotations
