@@ -64,9 +64,14 @@ def kl_gaussian(loc: np.ndarray, cov: np.ndarray, prior_scale: float = 1.0) -> f
     return float(0.5 * ((np.trace(cov) + loc @ loc) / s2 - k - logdet + k * np.log(s2)))
 
 
-def lppd_pointwise(loglik: np.ndarray) -> np.ndarray:
-    """log mean_s p(y_i | w_s) per message, shape (n,)."""
-    return logsumexp(loglik, axis=0) - np.log(loglik.shape[0])
+def lppd_pointwise(loglik: np.ndarray, *, chunk: int = 512) -> np.ndarray:
+    """log mean_s p(y_i | w_s) per message, shape (n,), from pointwise log-likelihoods (n_draws, n);
+    ``chunk`` messages at a time (the same numbers, temporaries of draws × chunk floats)."""
+    n = loglik.shape[1]
+    out = np.empty(n)
+    for lo in range(0, n, chunk):
+        out[lo : lo + chunk] = logsumexp(loglik[:, lo : lo + chunk], axis=0)
+    return out - np.log(loglik.shape[0])
 
 
 def calibration_bins(p: np.ndarray, n_bins: int = 10) -> np.ndarray:

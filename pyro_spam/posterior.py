@@ -21,23 +21,54 @@ def draw_weights(loc: np.ndarray, scale: np.ndarray, n_draws: int, seed: int, sc
     return (loc_t + torch.as_tensor(scale, dtype=torch.float64) * eps).numpy()
 
 
+_PREDICT_CHUNK = 250
+"""Draws evaluated at once by :func:`predict_draws`: its temporaries stay at chunk × n floats."""
+
+
 def predict_draws(w: np.ndarray, x: np.ndarray, y: np.ndarray | None = None) -> Draws:
-    """Logits (and pointwise log-likelihoods when ``y`` is given) for draws ``w`` on inputs ``x``."""
+    """Logits (and pointwise log-likelihoods when ``y`` is given) for draws ``w`` on inputs ``x``.
+
+    Float64, computed in chunks of draws into the two output matrices, so that memory peaks at
+    the outputs (2 × 8 bytes × draws × n) rather than at several times that.
+    """
     wt = torch.as_tensor(w, dtype=torch.float64)
-    z = logits(wt, torch.as_tensor(x, dtype=torch.float64))
-    ll = None
-    if y is not None:
-        yt = torch.as_tensor(y, dtype=torch.float64)
-        ll = (-F.binary_cross_entropy_with_logits(z, yt.expand_as(z), reduction="none")).numpy()
-    return Draws(w=np.asarray(w), logit=z.numpy(), loglik=ll)
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    z = np.empty((wt.shape[0], xt.shape[0]))
+    ll = None if y is None else np.empty_like(z)
+    yt = None if y is None else torch.as_tensor(y, dtype=torch.float64)
+    for lo in range(0, wt.shape[0], _PREDICT_CHUNK):
+        zc = logits(wt[lo : lo + _PREDICT_CHUNK], xt)
+        z[lo : lo + zc.shape[0]] = zc.numpy()
+        if ll is not None:
+            ll[lo : lo + zc.shape[0]] = (-F.binary_cross_entropy_with_logits(zc, yt.expand_as(zc), reduction="none")).numpy()
+    return Draws(w=np.asarray(w), logit=z, loglik=ll)
 
 
-def loglik_sum(w: np.ndarray, x: np.ndarray, y: np.ndarray, *, chunk: int = 250) -> np.ndarray:
+def loglik_sum(w: np.ndarray, x: np.ndarray, y: np.ndarray, *, chunk: int = 16) -> np.ndarray:
     """``Σ_i log p(y_i | x_i, w_s)`` per draw, shape (n_draws,): the pointwise values of
-    :func:`predict_draws` summed, without keeping the (n_draws, n) matrix (chunks of ``chunk``
-    draws, one ``logsigmoid`` each; ~4x faster than the cross-entropy form)."""
+    :func:`predict_draws` summed, without keeping the (n_draws, n) matrix.
+
+    With ``s_i = 2 y_i − 1`` folded into the inputs (``z = w · s_i (1, x_i)``, one matmul),
+    ``log σ(z) = min(z, 0) − log1p(exp(−|z|))`` is summed term by term, in place, over blocks of
+    ``chunk`` draws that stay in cache: equal to summing ``logsigmoid`` up to rounding (~1e-15
+    relative) and about twice as fast as one ``logsigmoid`` per block of 250 draws.
+    """
     xt = torch.as_tensor(x, dtype=torch.float64)
     sign = 2.0 * torch.as_tensor(y, dtype=torch.float64) - 1.0
+    xs = torch.cat([sign[None, :], (xt * sign[:, None]).T]).contiguous()  # (K+1, n)
     wt = torch.as_tensor(w, dtype=torch.float64)
-    out = [F.logsigmoid(sign * logits(wt[i : i + chunk], xt)).sum(dim=1) for i in range(0, wt.shape[0], chunk)]
-    return torch.cat(out).numpy()
+    n_draws = wt.shape[0]
+    out = np.empty(n_draws)
+    z_buf = torch.empty((max(1, min(chunk, n_draws)), xt.shape[0]), dtype=torch.float64)
+    t_buf = torch.empty_like(z_buf)
+    t_np = t_buf.numpy()
+    for lo in range(0, n_draws, chunk):
+        wc = wt[lo : lo + chunk]
+        m = wc.shape[0]
+        z, t = z_buf[:m], t_buf[:m]
+        torch.mm(wc, xs, out=z)
+        torch.abs(z, out=t).neg_().exp_()
+        np.log1p(t_np[:m], out=t_np[:m])  # numpy's log1p is faster than torch's here
+        z.clamp_(max=0.0)
+        out[lo : lo + m] = (z.sum(dim=1) - t.sum(dim=1)).numpy()
+    return out
