@@ -16,12 +16,14 @@ group                     variables (dimensions)
                           ``guide_cov`` (coef, coef_col): the covariance of q
 ========================  =========================================================================
 
-The log-likelihood matrix dominates the file (4 bytes × draws × n_train, about 36 MB for the
-default 2000 draws × 4459 messages): it is stored as float32 (relative error 6e-8, far below any
-LOO standard error) and uncompressed, because zlib saves under 10 % on it at 40x the write time;
-the 0/1 replicated labels are compressed (about 10x smaller). Only the training labels have a
-``log_likelihood`` entry so that ``az.loo(idata)`` needs no
-``var_name``; the held-out score is the lppd in ``summary.json``. Attributes (on every group)
+In memory the ``log_likelihood`` group is present (``az.loo(idata)`` needs no ``var_name``; only
+the training labels have one, the held-out score is the lppd in ``summary.json``). On disk it is
+left out by default: its float32 draws × n_train values (18 MB at 1000 draws × 4459 messages)
+have random mantissas that zlib cannot shrink (measured: 15 %), and they follow exactly from
+``posterior.w``, ``constant_data.X_train`` and ``observed_data.y``. :func:`load_netcdf` rebuilds
+the group bit for bit (the file's ``log_likelihood`` attribute says so); ``save_netcdf(...,
+log_likelihood=True)`` stores it anyway.
+Every variable is zlib-compressed (the 0/1 replicated labels about 10x). Attributes (on every group)
 record the ELBO type, engine, guide family (``guide``: ``"meanfield"``, ``"fullrank"``,
 ``"lowrank"``), the guide's mean and marginal sds (``guide_loc``, ``guide_scale``), particles S,
 steps, seeds, prior scale and package versions; the full covariance is the ``guide_cov`` variable
@@ -210,38 +212,52 @@ def draws_as_inference_data(w: np.ndarray, coef_names: tuple[str, ...] | list[st
     return az.from_dict(posterior={W: w[None] if w.ndim == 2 else w}, coords={COEF: list(coef_names)}, dims={W: [COEF]})
 
 
-def _write_groups(idata: az.InferenceData, filename: str) -> None:
-    """``InferenceData.to_netcdf`` with per-variable compression: what it writes, ArviZ reads back.
+LOG_LIKELIHOOD_ATTR = "log_likelihood"
+"""Root attribute of a file written without its log-likelihood group: how to get it back."""
+_REBUILT = "omitted; rebuilt from posterior.w, constant_data.X_train and observed_data.y by pyro_spam.load_inference_data"
 
-    Same layout as ArviZ's writer (root attributes, one netCDF group per InferenceData group);
-    zlib only on integer variables and small float ones, where it pays.
+
+def _write_groups(idata: az.InferenceData, filename: str, *, log_likelihood: bool) -> None:
+    """``InferenceData.to_netcdf`` with per-variable zlib: what it writes, ArviZ reads back.
+
+    Same layout as ArviZ's writer (root attributes, one netCDF group per InferenceData group).
     """
     import xarray as xr
 
-    mode = "w"
-    if idata.attrs:
-        xr.Dataset(attrs=idata.attrs).to_netcdf(filename, mode=mode, engine="h5netcdf", group="/")
-        mode = "a"
-    for group in idata.groups():
+    groups = [g for g in idata.groups() if log_likelihood or g != "log_likelihood"]
+    attrs = dict(idata.attrs)
+    if "log_likelihood" in idata.groups() and not log_likelihood:
+        attrs[LOG_LIKELIHOOD_ATTR] = _REBUILT
+    xr.Dataset(attrs=attrs).to_netcdf(filename, mode="w", engine="h5netcdf", group="/")
+    for group in groups:
         data = idata[group]
-        encoding = {
-            name: {"zlib": True, "shuffle": True, "complevel": 4}
-            for name, var in data.variables.items()
-            if var.dtype.kind in "iub" or (var.dtype.kind == "f" and var.size < 200_000)
-        }
-        data.to_netcdf(filename, mode=mode, group=group, engine="h5netcdf", encoding=encoding)
-        mode = "a"
+        encoding = {name: {"zlib": True, "shuffle": True, "complevel": 4} for name, var in data.variables.items()
+                    if var.dtype.kind in "iubf"}
+        data.to_netcdf(filename, mode="a", group=group, engine="h5netcdf", encoding=encoding)
 
 
-def save_netcdf(idata: az.InferenceData, path: Path) -> Path:
-    """Write ``idata`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
+def save_netcdf(idata: az.InferenceData, path: Path, *, log_likelihood: bool = False) -> Path:
+    """Write ``idata`` to ``path`` atomically (a temporary file in the same folder, then a rename).
+
+    The ``log_likelihood`` group is written only with ``log_likelihood=True``; otherwise
+    :func:`load_netcdf` rebuilds it (see the module docstring).
+    """
     with atomic_path(Path(path)) as tmp:
-        _write_groups(idata, str(tmp))
+        _write_groups(idata, str(tmp), log_likelihood=log_likelihood)
     return Path(path)
 
 
 def load_netcdf(path: Path) -> az.InferenceData:
-    """Read an InferenceData written by :func:`save_netcdf` fully into memory (no open file left).
+    """Read an InferenceData written by :func:`save_netcdf` fully into memory (no open file left),
+    with its ``log_likelihood`` group rebuilt when the file left it out.
+
+    Example, on a finished run (``pyro-spam run --out runs/default``)::
+
+        >>> import arviz as az
+        >>> from pyro_spam import load_inference_data
+        >>> idata = load_inference_data("runs/default/posterior_meanfield.nc")  # doctest: +SKIP
+        >>> az.loo(idata).elpd_loo  # doctest: +SKIP
+        -640.5...
 
     Raises :class:`ModelFileError` when the file is missing or not an ArviZ netCDF file.
     """
@@ -250,6 +266,29 @@ def load_netcdf(path: Path) -> az.InferenceData:
         raise ModelFileError(f"no InferenceData file at {path}")
     try:
         with az.rc_context({"data.load": "eager"}):
-            return az.from_netcdf(path, engine="h5netcdf")
+            idata = az.from_netcdf(path, engine="h5netcdf")
     except (OSError, ValueError, KeyError) as exc:
         raise ModelFileError(f"{path} is not a readable ArviZ netCDF file: {exc}") from None
+    if LOG_LIKELIHOOD_ATTR in idata.attrs and "log_likelihood" not in idata.groups():
+        idata.add_groups(log_likelihood=_rebuilt_log_likelihood(idata))
+        del idata.attrs[LOG_LIKELIHOOD_ATTR]
+    return idata
+
+
+def _rebuilt_log_likelihood(idata: az.InferenceData) -> Any:
+    """The ``log_likelihood`` group :func:`to_inference_data` built: the same float32 numbers."""
+    import xarray as xr
+
+    from .posterior import predict_draws
+
+    w = idata.posterior[W].values  # (chain, draw, coef)
+    x = idata.constant_data["X_train"].values
+    y = idata.observed_data[Y].values
+    ll = np.stack([predict_draws(w_c, x, y).loglik.astype(np.float32) for w_c in w])
+    coords = {"chain": idata.posterior.coords["chain"].values, "draw": idata.posterior.coords["draw"].values,
+              OBS_TRAIN: idata.observed_data.coords[OBS_TRAIN].values}
+    return xr.Dataset({Y: (("chain", "draw", OBS_TRAIN), ll)}, coords=coords, attrs=dict(idata.posterior.attrs))
+
+
+load_inference_data = load_netcdf
+"""The public name (``from pyro_spam import load_inference_data``) of :func:`load_netcdf`."""

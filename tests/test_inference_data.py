@@ -120,6 +120,26 @@ def test_netcdf_round_trip(idata, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["posterior_meanfield.nc"]
 
 
+def test_file_leaves_out_the_log_likelihood_and_the_loader_rebuilds_it(idata, tmp_path):
+    """By default the file has no log_likelihood group (ArviZ alone sees none) and is far smaller;
+    load_netcdf rebuilds it bit for bit; log_likelihood=True stores it."""
+    import arviz as az
+
+    lean = save_netcdf(idata, tmp_path / "lean.nc")
+    full = save_netcdf(idata, tmp_path / "full.nc", log_likelihood=True)
+    raw = az.from_netcdf(lean)
+    assert "log_likelihood" not in raw.groups() and "pyro_spam.load_inference_data" in raw.attrs["log_likelihood"]
+    assert "log_likelihood" in az.from_netcdf(full).groups()
+    # 400 draws × 150 float32 values (240 kB) are most of the full file
+    assert lean.stat().st_size < full.stat().st_size - 150_000
+    for path in (lean, full):
+        back = load_netcdf(path)
+        assert back.log_likelihood["y"].dtype == np.float32
+        np.testing.assert_array_equal(back.log_likelihood["y"].values, idata.log_likelihood["y"].values)
+        assert back.log_likelihood["y"].dims == ("chain", "draw", "obs_train")
+        assert "log_likelihood" not in back.attrs
+
+
 def test_reloaded_file_works_with_arviz(idata, tmp_path):
     """The reloaded file feeds az.loo and az.summary directly (names, not indices, in the summary)."""
     import arviz as az

@@ -23,8 +23,7 @@ class RunContext:
     features: FeatureSet
     feature_pipeline: FeaturePipeline
     fits: dict[str, FitResult] = field(default_factory=dict)
-    draws_train: dict[str, Draws] = field(default_factory=dict)
-    draws_test: dict[str, Draws] = field(default_factory=dict)
+    draws_test: dict[str, Draws] = field(default_factory=dict)  # held-out draws per fit (the training ones are not kept)
     summary: dict[str, Any] = field(default_factory=dict)
     dir: Path | None = None
     name: str | None = None  # the run directory's final name (ctx.dir may be a staging folder)

@@ -46,7 +46,7 @@ from ..posterior import draw_weights, loglik_sum, predict_draws
 from ..report import render_report
 from ..summary import draw_seed, fit_label, primary_fit
 from ..training.engines import torch_threads
-from ..types import Draws, FitResult
+from ..types import FitResult
 from .calibrate import SBC_KEYS, draw_sbc_figures, sbc_diagnostics, sbc_text
 from .guides import draw_guides_figure, fit_covariances, guides_section
 from .lrvb import linear_response_section
@@ -149,33 +149,37 @@ def run_inputs(run: RunDirectory) -> RunInputs:
     )
 
 
-def vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], draws_train: Mapping[str, Draws],
-                   draws_test: Mapping[str, Draws], out: Path) -> tuple[dict[str, Any], dict[str, az.InferenceData]]:
+def vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], out: Path) -> tuple[dict[str, Any], dict[str, az.InferenceData]]:
     """InferenceData (netCDF), k̂, LOO and ``az.summary`` per fit, written into ``out``.
 
+    Each fit's draws are made as the run made them (:func:`~pyro_spam.summary.draw_seed`), one fit
+    at a time, and dropped when its numbers are done: the returned InferenceData keep everything
+    but the log-likelihood (draws × n_train), which only the numbers here need.
     Returns the ``diagnostics`` section of ``summary.json`` and the InferenceData per fit.
     Files: ``posterior_<elbo>.nc``, ``az_summary_<elbo>.csv``/``.md``.
     """
     with torch_threads(1):  # the repeated-draw log-likelihoods are small matmuls: one thread is faster
-        return _vi_diagnostics(inp, fits, draws_train, draws_test, out)
+        return _vi_diagnostics(inp, fits, out)
 
 
-def _vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], draws_train: Mapping[str, Draws],
-                    draws_test: Mapping[str, Draws], out: Path) -> tuple[dict[str, Any], dict[str, az.InferenceData]]:
+def _vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], out: Path) -> tuple[dict[str, Any], dict[str, az.InferenceData]]:
     t0 = time.perf_counter()
     per_fit: dict[str, Any] = {}
     idatas: dict[str, az.InferenceData] = {}
     files: list[str] = []
     for kind, fr in fits.items():
-        tr, te = draws_train[kind], draws_test[kind]
+        w = draw_weights(fr.loc, fr.scale, inp.num_draws, seed=draw_seed(inp.seed), scale_tril=fr.scale_tril)
+        tr, te = predict_draws(w, inp.x_train, inp.y_train), predict_draws(w, inp.x_test, inp.y_test)
         idata = to_inference_data(fr, inp.coef_names, inp.x_train, inp.y_train, inp.x_test, inp.y_test, tr, te,
                                   seed=inp.seed, prior_scale=inp.prior_scale, particles=inp.particles,
                                   versions=inp.versions)
+        del te
         save_netcdf(idata, out / f"posterior_{kind}.nc")
-        idatas[kind] = idata
         cov = None if fr.scale_tril is None else fr.cov  # full and low-rank guides: q's own covariance
         kh = vi_khat(tr.w, tr.loglik, fr.loc, fr.scale, inp.prior_scale, cov)
         loo = loo_summary(idata)
+        del idata.log_likelihood  # 4 bytes × draws × n_train; the figures and NUTS tables do not need it
+        idatas[kind] = idata
         if kind in inp.lppd_test:
             loo["lppd_test_per_message"] = inp.lppd_test[kind]
         _, tables = az_summary_table(idata, out, f"az_summary_{kind}", kind="stats")
@@ -186,6 +190,7 @@ def _vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], draws_train: 
                          "khat_range": [reps["min"], reps["max"]], "khat_repeats": reps, "psis": kh.to_dict(inp.coef_names),
                          "loo": loo, "loo_corrected": vi_corrected_loo(tr.loglik, log_ratio),
                          "netcdf": f"posterior_{kind}.nc", "az_summary": tables}
+        del tr
         files += [f"posterior_{kind}.nc", *tables]
     main = primary_fit(list(fits))
     lr_section = linear_response_section(fits[main], main, inp.x_train, inp.y_train, inp.x_test, inp.y_test, inp.coef_names,
@@ -381,13 +386,7 @@ def diagnose_run_dir(run_dir: str | Path, *, nuts: bool = False, options: NutsOp
         if idatas is not None:
             section = dict(summary["diagnostics"])
         else:
-            tr, te = {}, {}
-            for kind, fr in fits.items():
-                w = draw_weights(fr.loc, fr.scale, inp.num_draws, seed=draw_seed(inp.seed), scale_tril=fr.scale_tril)
-                tr[kind] = predict_draws(w, inp.x_train, inp.y_train)
-                te[kind] = predict_draws(w, inp.x_test, inp.y_test)
-            section, idatas = vi_diagnostics(inp, fits, tr, te, stage)
-            del tr, te
+            section, idatas = vi_diagnostics(inp, fits, stage)
         nuts_idata = None
         if nuts:
             res = run_nuts(inp.x_train, inp.y_train, prior_scale=inp.prior_scale, options=options, seed=inp.seed,

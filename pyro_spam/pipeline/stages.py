@@ -141,7 +141,7 @@ def stage_arviz(ctx: RunContext) -> None:
     :func:`~pyro_spam.pipeline.diagnose.diagnose_run_dir`).
     """
     inp = _inputs_from_context(ctx)
-    section, idatas = vi_diagnostics(inp, ctx.fits, ctx.draws_train, ctx.draws_test, ctx.dir)
+    section, idatas = vi_diagnostics(inp, ctx.fits, ctx.dir)
     guide_figures = guide_leaderboard(inp, ctx.fits, section, ctx.dir)
     t0 = time.perf_counter()
     figures = draw_figures(inp, idatas, ctx.dir) + guide_figures
