@@ -107,13 +107,111 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
-    """Atomic PNG of a matplotlib figure; closes it."""
+    """Atomic PNG of a matplotlib figure, cropped to what is drawn plus a 0.1 in border; closes it.
+
+    The result matches ``savefig(bbox_inches="tight")`` up to a pixel or two of border, at about
+    two thirds of the cost: the tight bounding box needs a layout pass over every artist before the
+    real draw, whereas here the figure is drawn once (onto a canvas :data:`_FIGURE_MARGIN` inches
+    larger on every side unless a layout engine already fitted it to its canvas) and the crop is
+    read off the pixels. Content reaching the canvas edge (something sticking out further than
+    that margin) falls back to the tight bounding box. Opaque figures are written as RGB at zlib
+    level 3: smaller and quicker to encode than RGBA at PIL's default level 6.
+    """
     import matplotlib.pyplot as plt
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        png = _png_cropped(fig, dpi)
+        if png is None:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pil_kwargs={"compress_level": _PNG_LEVEL})
+            png = buf.getvalue()
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, png)
+
+
+_FIGURE_MARGIN = 1.0
+"""Inches of extra canvas on each side of a figure in :func:`save_figure`, for labels that stick out."""
+_PNG_LEVEL = 3
+
+
+def _png_cropped(fig: Any, dpi: float, pad: float = 0.1) -> bytes | None:
+    """PNG bytes of ``fig`` drawn once and cropped to its ink plus ``pad`` inches; None when that
+    cannot be done exactly (the caller falls back to the tight bounding box).
+
+    A figure without a layout engine is drawn with :data:`_FIGURE_MARGIN` inches of extra canvas
+    around it, for labels that stick out; one laid out by constrained or tight layout already fits
+    its canvas and is drawn as it is (its layout runs inside ``savefig``)."""
+    import matplotlib as mpl
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine
+    from matplotlib.transforms import Bbox
+    from PIL import Image, PngImagePlugin
+
+    if not isinstance(fig.canvas, FigureCanvasAgg) or any(ax.get_axes_locator() is not None for ax in fig.axes):
+        return None
+    laid_out = isinstance(fig.get_layout_engine(), (ConstrainedLayoutEngine, TightLayoutEngine))
+    m = 0.0 if laid_out else _FIGURE_MARGIN
+    if m:
+        # A figure legend without an explicit anchor follows fig.bbox, which savefig swaps for the
+        # enlarged canvas: anchor it to the figure's own box (in figure coordinates, which follow
+        # the shift) so it stays where it was placed. (Not under a layout engine: constrained
+        # layout only makes room for an "outside" legend that has no anchor of its own.)
+        for legend in fig.legends:
+            if legend.get_bbox_to_anchor() is fig.bbox:
+                legend.set_bbox_to_anchor((0, 0, 1, 1), transform=fig.transFigure)
+    w, h = fig.get_size_inches()
+    raw = io.BytesIO()
+    fig.savefig(raw, format="rgba", dpi=dpi, bbox_inches=Bbox.from_extents(-m, -m, w + m, h + m))
+    renderer = fig.canvas.renderer
+    width, height = int(renderer.width), int(renderer.height)
+    data = raw.getbuffer()
+    if data.nbytes != 4 * width * height or width < 2 or height < 2:
+        return None
+    img = np.frombuffer(data, dtype=np.uint8).reshape(height, width, 4)
+    pixels = img.view(np.uint32)[..., 0]
+    background = pixels[0, 0]
+    if not (pixels[0, -1] == pixels[-1, 0] == pixels[-1, -1] == background):
+        return None
+    ink = pixels != background
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0 or rows[0] == 0 or cols[0] == 0 or rows[-1] == height - 1 or cols[-1] == width - 1:
+        return None  # empty, or clipped by the enlarged canvas
+    if not _placed_inside(fig, renderer, dpi, m):
+        return None  # something placed wholly off the canvas, which the pixels cannot show
+    p = round(pad * dpi)
+    crop = img[max(rows[0] - p, 0):rows[-1] + 1 + p, max(cols[0] - p, 0):cols[-1] + 1 + p]
+    if img[0, 0, 3] == 255:  # opaque background, so every pixel is opaque
+        crop = crop[..., :3]
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", f"Matplotlib version{mpl.__version__}, https://matplotlib.org/")
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(crop)).save(out, format="png", compress_level=_PNG_LEVEL, dpi=(dpi, dpi),
+                                                     pnginfo=info)
+    return out.getvalue()
+
+
+def _placed_inside(fig: Any, renderer: Any, dpi: float, margin: float) -> bool:
+    """Whether the freely placed artists of ``fig`` (axes, their titles, axis labels, texts and
+    legends; the figure's texts and legends) lie within ``margin`` inches of the figure, measured
+    with the renderer that just drew it (its text metrics are cached: a few ms per figure)."""
+    artists = [*fig.texts, *fig.legends]
+    for ax in fig.axes:
+        if ax.get_visible():
+            artists += [ax, ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts, ax.get_legend()]
+    lo, hi_x, hi_y = -margin * dpi, (fig.get_figwidth() + margin) * dpi, (fig.get_figheight() + margin) * dpi
+    figure_dpi = fig.dpi
+    fig.dpi = dpi
+    try:
+        for artist in artists:
+            if artist is None or not artist.get_visible() or (hasattr(artist, "get_text") and not artist.get_text()):
+                continue
+            bb = artist.get_window_extent(renderer)
+            if bb.x0 < lo or bb.y0 < lo or bb.x1 > hi_x or bb.y1 > hi_y:
+                return False
+    finally:
+        fig.dpi = figure_dpi
+    return True
 
 
 def check_destination(out: Path, *, overwrite: bool) -> None:

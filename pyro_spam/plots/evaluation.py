@@ -268,6 +268,19 @@ def _short(text: str, width: int = 60) -> str:
     return textwrap.shorten(one_line, width=width, placeholder="…") if one_line else "(empty)"
 
 
+def _example_label(row: Mapping[str, Any], width: int) -> str:
+    return f"[{row['label']}] {_short(row['text'], width)}"
+
+
+def _text_width_inches(texts: Sequence[str], size: float) -> float:
+    """Width of the widest of ``texts`` at ``size`` points, in inches (font metrics, no drawing)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    prop = FontProperties(size=size)
+    return max((text_to_path.get_text_width_height_descent(t, prop, ismath=False)[0] for t in texts), default=0.0) / 72
+
+
 def plot_examples(qualitative: Mapping[str, Sequence[Mapping[str, Any]]], axes: Sequence[plt.Axes] | None = None,
                   width: int = 55) -> Sequence[plt.Axes]:
     """Predictive p(spam) and credible interval of the listed messages, text as the label.
@@ -277,9 +290,16 @@ def plot_examples(qualitative: Mapping[str, Sequence[Mapping[str, Any]]], axes: 
     """
     groups = [("most_uncertain", "(a) Most uncertain test messages"),
               ("confidently_wrong", "(b) Most confidently wrong test messages")]
+    label_size = 8.5
     if axes is None:
         n = max(1, max(len(qualitative.get(g, [])) for g, _ in groups))
-        _, axes = plt.subplots(2, 1, figsize=(11, 1.2 + 0.95 * n), gridspec_kw={"hspace": 0.55})
+        # Room on the left for the longest message label (measured), so the labels stay on the
+        # canvas; the axes keep their 8.5 in whatever the labels' length.
+        labels = [_example_label(r, width) for g, _ in groups for r in qualitative.get(g, [])]
+        left = _text_width_inches(labels, label_size) + 0.3
+        fig_w = left + 8.5 + 0.6
+        _, axes = plt.subplots(2, 1, figsize=(fig_w, 1.2 + 0.95 * n),
+                               gridspec_kw={"hspace": 0.55, "left": left / fig_w, "right": 1 - 0.6 / fig_w})
     for ax, (key, title) in zip(axes, groups):
         rows = list(qualitative.get(key, []))
         if not rows:
@@ -291,7 +311,7 @@ def plot_examples(qualitative: Mapping[str, Sequence[Mapping[str, Any]]], axes: 
             col = SPAM if r["label"] == "spam" else HAM
             ax.plot([r["p_lo"], r["p_hi"]], [yi, yi], color=col, lw=3, alpha=0.6)
             ax.plot([r["p_mean"]], [yi], "o", color=col, ms=7)
-        ax.set_yticks(ys, [f"[{r['label']}] {_short(r['text'], width)}" for r in rows], fontsize=8.5)
+        ax.set_yticks(ys, [_example_label(r, width) for r in rows], fontsize=label_size)
         ax.axvline(0.5, color="0.4", ls="--", lw=0.8)
         ax.set_xscale("logit")
         lo = max(min(min(r["p_lo"] for r in rows), 0.01) / 2, 1e-6)

@@ -31,6 +31,15 @@ def ellipse(mean: np.ndarray, cov: np.ndarray, radius: float = 2.0, n: int = 200
     return (np.asarray(mean, dtype=np.float64)[:, None] + radius * vecs @ (np.sqrt(np.maximum(vals, 0.0))[:, None] * circle)).T
 
 
+def _text_width_inches(texts: list[str], size: float | str) -> float:
+    """Width of the widest of ``texts`` at font ``size``, in inches (font metrics, no drawing)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    prop = FontProperties(size=size)
+    return max((text_to_path.get_text_width_height_descent(str(t), prop, ismath=False)[0] for t in texts), default=0.0) / 72
+
+
 def plot_guides_pair(section: Mapping[str, object], nuts_draws: np.ndarray | None = None) -> Figure:
     """The two-panel figure of a leaderboard section (``summary["diagnostics"]["guides"]``)."""
     rows = list(section["rows"])  # type: ignore[call-overload]
@@ -42,7 +51,13 @@ def plot_guides_pair(section: Mapping[str, object], nuts_draws: np.ndarray | Non
     colors = {r["key"]: _COLORS[k % len(_COLORS)] for k, r in enumerate(approx)}
     if nuts is not None:
         colors["nuts"] = "black"
-    fig, (ax, fx) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1.0, 1.15]})
+    # Fixed margins (inches) instead of tight_layout (a layout pass over every artist): between the
+    # panels, room for the forest's coefficient names (measured); save_figure crops the outer margins.
+    w, h, left, right = 13.0, 5.5, 0.9, 0.15
+    gap = max(1.1, _text_width_inches(names, plt.rcParams["ytick.labelsize"]) + 0.4)
+    fig, (ax, fx) = plt.subplots(1, 2, figsize=(w, h), gridspec_kw={
+        "width_ratios": [1.0, 1.15], "left": left / w, "right": 1 - right / w, "bottom": 0.7 / h, "top": 1 - 0.4 / h,
+        "wspace": gap / ((w - left - right - gap) / 2)})
     if nuts_draws is not None:
         flat = np.asarray(nuts_draws, dtype=np.float64).reshape(-1, len(names))
         step = max(1, flat.shape[0] // _MAX_SCATTER)
@@ -76,5 +91,4 @@ def plot_guides_pair(section: Mapping[str, object], nuts_draws: np.ndarray | Non
     fx.invert_yaxis()
     fx.set_xlabel(f"(w − mean) / sd, both of {ref['name']}")
     fx.set_title("Marginals: mean ± 2 sd (colours as on the left)")
-    fig.tight_layout()
     return fig
