@@ -29,7 +29,7 @@ _LAZY = {
     "VariationalSpamClassifier": "pyro_spam.estimator",
     "load_model": "pyro_spam.estimator",
     "load_default": "pyro_spam.data",
-    "load_inference_data": "pyro_spam.inference_data",
+    "load_inference_data": "pyro_spam.api",
     "run": "pyro_spam.api",
 }
 

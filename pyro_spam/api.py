@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run"]
+__all__ = ["load_inference_data", "run"]
 
 
 # run(**options) takes VariationalSpamClassifier's parameter names: these two differ from the config fields they set.
@@ -104,3 +104,20 @@ def run(out: str | Path, config: Any = None, *, overwrite: bool = False, progres
 
     return run_pipeline(cfg, Path(out), overwrite=overwrite, progress=progress).summary
 
+
+def load_inference_data(path: str | Path) -> Any:
+    """A run's ``posterior_<elbo>.nc`` as ArviZ InferenceData, with the ``log_likelihood`` group
+    the file leaves out rebuilt from its draws and inputs (the numbers the run used, bit for bit).
+
+    >>> import arviz as az
+    >>> from pyro_spam import load_inference_data
+    >>> idata = load_inference_data("runs/default/posterior_meanfield.nc")  # doctest: +SKIP
+    >>> az.loo(idata).elpd_loo  # doctest: +SKIP
+    -640.5...
+
+    Raises :class:`~pyro_spam.errors.ModelFileError` for a missing or unreadable file.
+    """
+    from .inference_data import load_netcdf
+    from .posterior import predict_draws
+
+    return load_netcdf(Path(path), log_likelihood=lambda w, x, y: predict_draws(w, x, y).loglik)

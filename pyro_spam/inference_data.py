@@ -20,8 +20,8 @@ In memory the ``log_likelihood`` group is present (``az.loo(idata)`` needs no ``
 the training labels have one, the held-out score is the lppd in ``summary.json``). On disk it is
 left out by default: its float32 draws × n_train values (18 MB at 1000 draws × 4459 messages)
 have random mantissas that zlib cannot shrink (measured: 15 %), and they follow exactly from
-``posterior.w``, ``constant_data.X_train`` and ``observed_data.y``. :func:`load_netcdf` rebuilds
-the group bit for bit (the file's ``log_likelihood`` attribute says so); ``save_netcdf(...,
+``posterior.w``, ``constant_data.X_train`` and ``observed_data.y``: ``pyro_spam.load_inference_data``
+rebuilds the group bit for bit (the file's ``log_likelihood`` attribute says so); ``save_netcdf(...,
 log_likelihood=True)`` stores it anyway.
 Every variable is zlib-compressed (the 0/1 replicated labels about 10x). Attributes (on every group)
 record the ELBO type, engine, guide family (``guide``: ``"meanfield"``, ``"fullrank"``,
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ with warnings.catch_warnings():
     # ArviZ 0.23 announces its 1.0 refactor with a FutureWarning at import time.
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
+
+LoglikFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""``(w, X, y) -> log p(y_i | x_i, w_s)`` of shape (draws, n): what rebuilds a left-out log-likelihood group."""
 
 W = "w"
 Y = "y"
@@ -247,17 +250,14 @@ def save_netcdf(idata: az.InferenceData, path: Path, *, log_likelihood: bool = F
     return Path(path)
 
 
-def load_netcdf(path: Path) -> az.InferenceData:
-    """Read an InferenceData written by :func:`save_netcdf` fully into memory (no open file left),
-    with its ``log_likelihood`` group rebuilt when the file left it out.
+def load_netcdf(path: Path, *, log_likelihood: LoglikFn | None = None) -> az.InferenceData:
+    """Read an InferenceData written by :func:`save_netcdf` fully into memory (no open file left).
 
-    Example, on a finished run (``pyro-spam run --out runs/default``)::
-
-        >>> import arviz as az
-        >>> from pyro_spam import load_inference_data
-        >>> idata = load_inference_data("runs/default/posterior_meanfield.nc")  # doctest: +SKIP
-        >>> az.loo(idata).elpd_loo  # doctest: +SKIP
-        -640.5...
+    A file written without its ``log_likelihood`` group gets it back when ``log_likelihood`` is
+    given: ``(w (draws, K+1), X_train, y) -> log p(y_i | x_i, w_s)`` of shape (draws, n_train),
+    cast to float32 as :func:`to_inference_data` stores it (``pyro_spam.load_inference_data``
+    passes :func:`pyro_spam.posterior.predict_draws`'s, which made the original: the same numbers).
+    This module imports no torch, so the function comes from the caller.
 
     Raises :class:`ModelFileError` when the file is missing or not an ArviZ netCDF file.
     """
@@ -269,26 +269,20 @@ def load_netcdf(path: Path) -> az.InferenceData:
             idata = az.from_netcdf(path, engine="h5netcdf")
     except (OSError, ValueError, KeyError) as exc:
         raise ModelFileError(f"{path} is not a readable ArviZ netCDF file: {exc}") from None
-    if LOG_LIKELIHOOD_ATTR in idata.attrs and "log_likelihood" not in idata.groups():
-        idata.add_groups(log_likelihood=_rebuilt_log_likelihood(idata))
+    if log_likelihood is not None and LOG_LIKELIHOOD_ATTR in idata.attrs and "log_likelihood" not in idata.groups():
+        idata.add_groups(log_likelihood=_rebuilt_log_likelihood(idata, log_likelihood))
         del idata.attrs[LOG_LIKELIHOOD_ATTR]
     return idata
 
 
-def _rebuilt_log_likelihood(idata: az.InferenceData) -> Any:
-    """The ``log_likelihood`` group :func:`to_inference_data` built: the same float32 numbers."""
+def _rebuilt_log_likelihood(idata: az.InferenceData, loglik: LoglikFn) -> Any:
+    """The ``log_likelihood`` group :func:`to_inference_data` built, from ``loglik`` (see :func:`load_netcdf`)."""
     import xarray as xr
-
-    from .posterior import predict_draws
 
     w = idata.posterior[W].values  # (chain, draw, coef)
     x = idata.constant_data["X_train"].values
     y = idata.observed_data[Y].values
-    ll = np.stack([predict_draws(w_c, x, y).loglik.astype(np.float32) for w_c in w])
+    ll = np.stack([np.asarray(loglik(w_c, x, y), dtype=np.float32) for w_c in w])
     coords = {"chain": idata.posterior.coords["chain"].values, "draw": idata.posterior.coords["draw"].values,
               OBS_TRAIN: idata.observed_data.coords[OBS_TRAIN].values}
     return xr.Dataset({Y: (("chain", "draw", OBS_TRAIN), ll)}, coords=coords, attrs=dict(idata.posterior.attrs))
-
-
-load_inference_data = load_netcdf
-"""The public name (``from pyro_spam import load_inference_data``) of :func:`load_netcdf`."""

@@ -14,6 +14,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal as mvn
 from scipy.stats import norm
 
+from pyro_spam.api import load_inference_data
 from pyro_spam.diagnostics.nuts import NutsOptions, compare_vi_nuts, comparison_verdict, run_nuts
 from pyro_spam.diagnostics.psis import gaussian_khat, khat_reading, log_prior, log_q, loo_summary, pareto_khat, vi_khat
 from pyro_spam.errors import ConfigError, ModelFileError
@@ -287,13 +288,17 @@ def small_run(tmp_path_factory):
 @pytest.mark.slow
 def test_run_stage_writes_inference_data_and_diagnostics(small_run):
     """Every run: posterior_<elbo>.nc (all groups), k̂, LOO, az.summary tables and the ArviZ figures."""
+    import arviz as az
+
     s = json.loads((small_run / "summary.json").read_text())
     d = s["diagnostics"]
     assert d["primary"] == "meanfield" and set(d["per_fit"]) == {"trace", "meanfield"}
     assert {"elpd", "se", "p_loo", "warning"} <= set(d["loo"]) and d["khat_reading"] in ("good", "usable", "unreliable")
     for kind in ("trace", "meanfield"):
-        idata = load_netcdf(small_run / f"posterior_{kind}.nc")
+        idata = load_inference_data(small_run / f"posterior_{kind}.nc")  # the file omits log_likelihood: rebuilt
         assert {"posterior", "prior", "posterior_predictive", "log_likelihood", "observed_data", "constant_data"} <= set(idata.groups())
+        # the rebuilt log-likelihood is the run's: ArviZ's LOO from the file equals summary.json's
+        assert az.loo(idata).elpd_loo == pytest.approx(d["per_fit"][kind]["loo"]["elpd"], rel=1e-12)
         assert idata.posterior["w"].shape == (1, 300, 3)
         assert "w0 (bias)" in (small_run / f"az_summary_{kind}.md").read_text()
     for name in d["figures"] + d["files"]:

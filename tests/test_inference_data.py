@@ -108,9 +108,11 @@ def test_replicated_labels_are_seeded():
 
 
 def test_netcdf_round_trip(idata, tmp_path):
-    """save_netcdf → load_netcdf gives every group back with equal values and no temporary file left."""
+    """save_netcdf → load_inference_data gives every group back with equal values and no temporary file left."""
+    from pyro_spam import load_inference_data
+
     path = save_netcdf(idata, tmp_path / "posterior_meanfield.nc")
-    back = load_netcdf(path)
+    back = load_inference_data(path)
     assert set(idata.groups()) == set(back.groups())
     for group in idata.groups():
         for name, var in idata[group].data_vars.items():
@@ -122,8 +124,10 @@ def test_netcdf_round_trip(idata, tmp_path):
 
 def test_file_leaves_out_the_log_likelihood_and_the_loader_rebuilds_it(idata, tmp_path):
     """By default the file has no log_likelihood group (ArviZ alone sees none) and is far smaller;
-    load_netcdf rebuilds it bit for bit; log_likelihood=True stores it."""
+    pyro_spam.load_inference_data rebuilds it bit for bit; log_likelihood=True stores it."""
     import arviz as az
+
+    from pyro_spam import load_inference_data
 
     lean = save_netcdf(idata, tmp_path / "lean.nc")
     full = save_netcdf(idata, tmp_path / "full.nc", log_likelihood=True)
@@ -132,8 +136,9 @@ def test_file_leaves_out_the_log_likelihood_and_the_loader_rebuilds_it(idata, tm
     assert "log_likelihood" in az.from_netcdf(full).groups()
     # 400 draws × 150 float32 values (240 kB) are most of the full file
     assert lean.stat().st_size < full.stat().st_size - 150_000
+    assert "log_likelihood" not in load_netcdf(lean).groups()  # no loader given: nothing rebuilt
     for path in (lean, full):
-        back = load_netcdf(path)
+        back = load_inference_data(path)
         assert back.log_likelihood["y"].dtype == np.float32
         np.testing.assert_array_equal(back.log_likelihood["y"].values, idata.log_likelihood["y"].values)
         assert back.log_likelihood["y"].dims == ("chain", "draw", "obs_train")
@@ -144,7 +149,9 @@ def test_reloaded_file_works_with_arviz(idata, tmp_path):
     """The reloaded file feeds az.loo and az.summary directly (names, not indices, in the summary)."""
     import arviz as az
 
-    back = load_netcdf(save_netcdf(idata, tmp_path / "p.nc"))
+    from pyro_spam import load_inference_data
+
+    back = load_inference_data(save_netcdf(idata, tmp_path / "p.nc"))
     loo = az.loo(back)
     assert np.isfinite(loo.elpd_loo) and loo.n_data_points == 150
     assert list(az.summary(back, var_names=["w"], kind="stats").index) == [f"w[{n}]" for n in NAMES]

@@ -16,7 +16,7 @@ from ..features import build_features
 from ..io.checkpoint import Checkpoint, load_checkpoint
 from ..io.rundir import SUMMARY, staged_run_dir, write_json
 from ..posterior import draw_weights, predict_draws
-from ..runtime import return_freed_memory
+from ..runtime import imports_frozen, release_freed_memory
 from ..summary import SCHEMA_VERSION, FitSection, data_section, draw_seed, fit_section, meta_section
 from ..training.engines import fit
 from .context import RunContext, versions
@@ -110,8 +110,7 @@ def run(
 ) -> RunContext:
     """A whole run into the directory ``out`` (created atomically: all files or none)."""
     t0 = time.perf_counter()
-    return_freed_memory()  # the draws × messages matrices come and go: keep RSS at what is in use
-    with staged_run_dir(Path(out), overwrite=overwrite) as stage:
+    with imports_frozen(), staged_run_dir(Path(out), overwrite=overwrite) as stage:
         ctx = prepare(config)
         if resume is not None:
             resume.check_features(ctx.features)
@@ -120,6 +119,7 @@ def run(
         evaluate_fits(ctx)
         ctx.summary["meta"] = meta_section(config.to_dict(), config.train.seed, versions())
         for stage_fn in RUN_STAGES:
+            release_freed_memory()  # the draws × messages matrices come and go: keep RSS at what is in use
             stage_fn(ctx)
         ctx.summary["timings"] = {"total_seconds": time.perf_counter() - t0}
         write_json(stage / SUMMARY, ctx.summary)
