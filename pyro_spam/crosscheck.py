@@ -366,9 +366,14 @@ def mc_kl_error_vs_s(
     s_arr = np.asarray(S_values, dtype=np.int64)
     rms = np.empty(len(s_arr))
     for i, s in enumerate(s_arr):
-        eps = torch.randn((reps, int(s), lt.shape[0]), generator=gen, dtype=dtype)
-        # one estimate per replicate, a few replicates at a time: (reps, 4096, K+1) temporaries are 40 MB each
-        est = torch.cat([em.kl_mc(lt + st * e, lt, st, prior_scale) for e in eps.split(max(1, (1 << 16) // int(s)))])
+        # one estimate per replicate, a few replicates at a time: (reps, 4096, K+1) blocks are 40 MB each.
+        # torch fills normals in groups of 16: blocks of a multiple of 16 numbers continue the stream
+        # exactly as one draw of all of them would (tests/test_crosscheck.py); otherwise one block.
+        step = max(1, (1 << 16) // int(s))
+        if (step * int(s) * lt.shape[0]) % 16:
+            step = reps
+        est = torch.cat([em.kl_mc(lt + st * torch.randn((min(step, reps - i), int(s), lt.shape[0]), generator=gen, dtype=dtype),
+                                  lt, st, prior_scale) for i in range(0, reps, step)])
         assert est.shape == (reps,)
         rms[i] = float(torch.sqrt(torch.mean((est - kl) ** 2)))
     slope, intercept = np.polyfit(np.log(s_arr), np.log(rms), 1)

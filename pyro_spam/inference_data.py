@@ -51,6 +51,8 @@ with warnings.catch_warnings():
     import arviz as az
 
 LoglikFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+LogitFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``(w, X) -> logits`` of shape (draws, n)."""
 """``(w, X, y) -> log p(y_i | x_i, w_s)`` of shape (draws, n): what rebuilds a left-out log-likelihood group."""
 
 W = "w"
@@ -65,12 +67,36 @@ OBS_TEST = "obs_test"
 GROUPS = ("posterior", "prior", "posterior_predictive", "log_likelihood", "observed_data", "constant_data")
 
 
-def posterior_predictive_labels(logit: np.ndarray, seed: int) -> np.ndarray:
-    """Replicated labels y_rep ~ Bernoulli(sigmoid(logit)), one per draw and message, as int8."""
+_LABEL_CHUNK = 100
+"""Draws per block in :func:`posterior_predictive_labels` (float64 temporaries of a block only)."""
+
+
+def posterior_predictive_labels(logit: np.ndarray | LogitFn, seed: int, *, w: np.ndarray | None = None,
+                                x: np.ndarray | None = None) -> np.ndarray:
+    """Replicated labels y_rep ~ Bernoulli(sigmoid(logit)), one per draw and message, as int8.
+
+    ``logit`` is the (draws, n) matrix, or a function ``(w_block, x) -> logits`` applied to blocks
+    of the draws ``w`` on inputs ``x`` (no draws × n float matrix is kept). The uniforms are drawn
+    block by block from one generator, so both forms give the same labels.
+    """
     from scipy.special import expit
 
-    u = np.random.default_rng(seed).random(logit.shape)
-    return (u < expit(logit)).astype(np.int8)
+    rng = np.random.default_rng(seed)
+    if not callable(logit):
+        logit = np.asarray(logit)
+        n_draws, n = logit.shape
+        block = lambda lo: logit[lo : lo + _LABEL_CHUNK]  # noqa: E731
+    else:
+        if w is None or x is None:
+            raise ValueError("a logit function needs the draws w and the inputs x")
+        n_draws, n = np.shape(w)[0], np.shape(x)[0]
+        fn = logit
+        block = lambda lo: fn(w[lo : lo + _LABEL_CHUNK], x)  # noqa: E731
+    out = np.empty((n_draws, n), dtype=np.int8)
+    for lo in range(0, n_draws, _LABEL_CHUNK):
+        z = block(lo)
+        out[lo : lo + z.shape[0]] = rng.random(z.shape) < expit(z)
+    return out
 
 
 _GUIDE_LABELS = {"meanfield": "mean-field Normal", "fullrank": "full-rank multivariate Normal",
@@ -113,6 +139,7 @@ def to_inference_data(
     prior_scale: float = 1.0,
     particles: int | None = None,
     versions: Mapping[str, str] | None = None,
+    logit_fn: LogitFn | None = None,
 ) -> az.InferenceData:
     """InferenceData of one fitted guide: posterior, prior, predictive, log-likelihood, data.
 
@@ -135,6 +162,9 @@ def to_inference_data(
         Monte Carlo particles S used in training (recorded only).
     versions : mapping of str to str or None
         Package versions to record.
+    logit_fn : callable or None
+        ``(w, X) -> logits``: the training labels are replicated from it, block by block, instead
+        of from ``draws_train.logit`` (which may then be None: no draws × n_train logit matrix).
     """
     w = np.asarray(draws_train.w, dtype=np.float64)
     n_draws, k1 = w.shape
@@ -164,7 +194,7 @@ def to_inference_data(
         posterior={W: w[None]},
         prior={W: prior_w[None]},
         posterior_predictive={
-            Y: posterior_predictive_labels(draws_train.logit, seeds[1])[None],
+            Y: posterior_predictive_labels(draws_train.logit if logit_fn is None else logit_fn, seeds[1], w=w, x=x_train)[None],
             Y_TEST: posterior_predictive_labels(draws_test.logit, seeds[2])[None],
         },
         log_likelihood={Y: np.asarray(draws_train.loglik, dtype=np.float32)[None]},

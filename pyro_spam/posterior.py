@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .model import logits
 from .types import Draws
@@ -21,28 +20,42 @@ def draw_weights(loc: np.ndarray, scale: np.ndarray, n_draws: int, seed: int, sc
     return (loc_t + torch.as_tensor(scale, dtype=torch.float64) * eps).numpy()
 
 
-_PREDICT_CHUNK = 250
+_PREDICT_CHUNK = 64
 """Draws evaluated at once by :func:`predict_draws`: its temporaries stay at chunk × n floats."""
 
 
 def predict_draws(w: np.ndarray, x: np.ndarray, y: np.ndarray | None = None) -> Draws:
     """Logits (and pointwise log-likelihoods when ``y`` is given) for draws ``w`` on inputs ``x``.
 
-    Float64, computed in chunks of draws into the two output matrices, so that memory peaks at
-    the outputs (2 × 8 bytes × draws × n) rather than at several times that. The log-likelihood is
+    Float64, computed in chunks of draws into the output matrices, so that memory peaks at the
+    outputs (8 bytes × draws × n each) rather than at several times that. The log-likelihood is
     ``log σ(s z) = min(s z, 0) − log1p(exp(−|z|))`` with ``s = 2y − 1``, as in :func:`loglik_sum`
     (torch's binary cross-entropy gives the same to ~1e-16 at twice the cost).
     """
+    z = np.empty((np.shape(w)[0], np.shape(x)[0]))
+    ll = None if y is None else np.empty_like(z)
+    _fill(w, x, y, z, ll)
+    return Draws(w=np.asarray(w), logit=z, loglik=ll)
+
+
+def loglik_matrix(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``predict_draws(w, x, y).loglik`` without the logit matrix: half the memory."""
+    ll = np.empty((np.shape(w)[0], np.shape(x)[0]))
+    _fill(w, x, y, None, ll)
+    return ll
+
+
+def _fill(w: np.ndarray, x: np.ndarray, y: np.ndarray | None, z_out: np.ndarray | None, ll_out: np.ndarray | None) -> None:
+    """Logits into ``z_out`` and log-likelihoods into ``ll_out`` (either may be None), by chunks of draws."""
     wt = torch.as_tensor(w, dtype=torch.float64)
     xt = torch.as_tensor(x, dtype=torch.float64)
-    z = np.empty((wt.shape[0], xt.shape[0]))
-    ll = None if y is None else np.empty_like(z)
     sign = None if y is None else 2.0 * np.asarray(y, dtype=np.float64) - 1.0
     for lo in range(0, wt.shape[0], _PREDICT_CHUNK):
-        zc = z[lo : lo + _PREDICT_CHUNK]
-        zc[...] = logits(wt[lo : lo + _PREDICT_CHUNK], xt).numpy()
-        if ll is not None:
-            lc = ll[lo : lo + zc.shape[0]]
+        zc = logits(wt[lo : lo + _PREDICT_CHUNK], xt).numpy()
+        if z_out is not None:
+            z_out[lo : lo + zc.shape[0]] = zc
+        if ll_out is not None:
+            lc = ll_out[lo : lo + zc.shape[0]]
             t = np.abs(zc)
             np.negative(t, out=t)
             np.exp(t, out=t)
@@ -50,7 +63,6 @@ def predict_draws(w: np.ndarray, x: np.ndarray, y: np.ndarray | None = None) -> 
             np.multiply(zc, sign, out=lc)
             np.minimum(lc, 0.0, out=lc)
             lc -= t
-    return Draws(w=np.asarray(w), logit=z, loglik=ll)
 
 
 def loglik_sum(w: np.ndarray, x: np.ndarray, y: np.ndarray, *, chunk: int = 16) -> np.ndarray:

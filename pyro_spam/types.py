@@ -47,7 +47,7 @@ class FeatureSet:
     X_train, X_test : ndarray of shape (n, K), float32
         Standardised polynomial (or linear) terms.
     y_train, y_test : ndarray of shape (n,), float32
-    msg_train, msg_test : ndarray of shape (n,), str
+    msg_train, msg_test : ndarray of shape (n,), object (str)
     train_idx, test_idx : ndarray of int
         Row indices into the source data set.
     names : tuple of str
@@ -230,14 +230,14 @@ class Draws:
     """Draws of w from q and what they imply for one set of inputs.
 
     w : ndarray of shape (n_draws, K+1)
-    logit : ndarray of shape (n_draws, n)
-        Logit of p(spam) per draw and message.
+    logit : ndarray of shape (n_draws, n) or None
+        Logit of p(spam) per draw and message (None where only the log-likelihood was kept).
     loglik : ndarray of shape (n_draws, n) or None
         log p(y_i | x_i, w_s) per draw and message (when labels were given).
     """
 
     w: np.ndarray
-    logit: np.ndarray
+    logit: np.ndarray | None
     loglik: np.ndarray | None
 
     @property

@@ -182,3 +182,17 @@ def test_crosscheck_figure_draws_both_panels(problem):
     ax2 = plot_mc_kl_error(kl_err)
     plt.close(ax.figure)
     plt.close(ax2.figure)
+
+
+@pytest.mark.parametrize("s", [4, 16, 4096, 5])
+def test_mc_kl_study_equals_one_draw_of_all_replicates(s):
+    """mc_kl_error_vs_s draws its replicates' noise in blocks; the RMS equals the one from a single
+    (reps, S, K+1) draw, the way it was computed before (torch's normal stream must continue)."""
+    loc, scale = np.array([0.3, -0.2, 0.1]), np.array([0.5, 0.2, 0.8])
+    res = cc.mc_kl_error_vs_s(loc, scale, S_values=(s, 8 * s), reps=40, seed=3)  # two S: the slope needs a fit
+    gen = torch.Generator().manual_seed(3)
+    lt, st = torch.as_tensor(loc), torch.as_tensor(scale)
+    eps = torch.randn((40, s, 3), generator=gen, dtype=torch.float64)
+    est = torch.stack([em.kl_mc(lt + st * e, lt, st) for e in eps])
+    rms = float(torch.sqrt(torch.mean((est - float(em.kl_analytic(lt, st))) ** 2)))
+    assert res.rms[0] == pytest.approx(rms, rel=1e-12)

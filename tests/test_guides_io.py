@@ -261,9 +261,17 @@ def test_run_model_file_reloads_with_the_full_covariance(full_run):
     est = saved.estimator
     assert saved.guide == "fullrank" and est.guide == "fullrank"
     np.testing.assert_array_equal(est.scale_tril_, fr.scale_tril)
-    np.testing.assert_array_equal(est.weight_draws_, ctx.draws_test["meanfield"].w)
+    te = _run_test_draws(ctx, "meanfield")
+    np.testing.assert_array_equal(est.weight_draws_, te.w)
     p = est.predict_proba(ds.X[ctx.features.test_idx])[:, 1]
-    np.testing.assert_allclose(p, ctx.draws_test["meanfield"].mean_prob, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(p, te.mean_prob, rtol=1e-12, atol=1e-15)
+
+
+def _run_test_draws(ctx, kind):
+    """The held-out draws a run scored (same seed, same draws; runs do not keep them)."""
+    fr = ctx.fits[kind]
+    w = draw_weights(fr.loc, fr.scale, ctx.config.num_draws, seed=draw_seed(ctx.config.train.seed), scale_tril=fr.scale_tril)
+    return predict_draws(w, ctx.features.X_test, ctx.features.y_test)
 
 
 def test_inference_data_records_the_guide_and_round_trips(tmp_path, full_run):
@@ -272,8 +280,8 @@ def test_inference_data_records_the_guide_and_round_trips(tmp_path, full_run):
 
     ctx, _ = full_run
     fs, fr = ctx.features, ctx.fits["meanfield"]
-    te = ctx.draws_test["meanfield"]
-    tr = predict_draws(te.w, fs.X_train, fs.y_train)  # the run keeps only its held-out draws
+    te = _run_test_draws(ctx, "meanfield")
+    tr = predict_draws(te.w, fs.X_train, fs.y_train)
     idata = to_inference_data(fr, fs.coef_names, fs.X_train, fs.y_train, fs.X_test, fs.y_test, tr, te, seed=1)
     path = save_netcdf(idata, tmp_path / "posterior_meanfield.nc")
     for back in (load_netcdf(path), az.from_netcdf(path, engine="h5netcdf")):

@@ -107,6 +107,18 @@ def test_replicated_labels_are_seeded():
     assert not np.array_equal(a, posterior_predictive_labels(logit, 2))
 
 
+def test_replicated_labels_by_blocks_equal_the_one_shot_draw(toy):
+    """Blocks of draws (from the matrix or from a logit function) give the labels of one draw of
+    all uniforms at once, which is how they were made before (same seed, same file)."""
+    from scipy.special import expit
+
+    fit, x_tr, y_tr, x_te, y_te, tr, te = toy
+    one_shot = (np.random.default_rng(5).random(tr.logit.shape) < expit(tr.logit)).astype(np.int8)
+    np.testing.assert_array_equal(posterior_predictive_labels(tr.logit, 5), one_shot)
+    by_fn = posterior_predictive_labels(lambda w, x: predict_draws(w, x).logit, 5, w=tr.w, x=x_tr)
+    np.testing.assert_array_equal(by_fn, one_shot)
+
+
 def test_netcdf_round_trip(idata, tmp_path):
     """save_netcdf → load_inference_data gives every group back with equal values and no temporary file left."""
     from pyro_spam import load_inference_data

@@ -11,7 +11,7 @@ from typing import Any
 from .. import __version__
 from ..config import RunConfig
 from ..features import FeaturePipeline
-from ..types import Dataset, Draws, FeatureSet, FitResult
+from ..types import Dataset, FeatureSet, FitResult
 
 
 @dataclass
@@ -23,7 +23,6 @@ class RunContext:
     features: FeatureSet
     feature_pipeline: FeaturePipeline
     fits: dict[str, FitResult] = field(default_factory=dict)
-    draws_test: dict[str, Draws] = field(default_factory=dict)  # held-out draws per fit (the training ones are not kept)
     summary: dict[str, Any] = field(default_factory=dict)
     dir: Path | None = None
     name: str | None = None  # the run directory's final name (ctx.dir may be a staging folder)

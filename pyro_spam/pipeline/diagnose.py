@@ -42,11 +42,12 @@ from ..evaluate import lppd_pointwise
 from ..inference_data import W, az, draws_as_inference_data, load_netcdf, save_netcdf, to_inference_data
 from ..io.run_reader import RunDirectory, read_run
 from ..io.rundir import SUMMARY, atomic_write_text, save_figure, write_json
-from ..posterior import draw_weights, loglik_sum, predict_draws
+from ..posterior import draw_weights, loglik_matrix, loglik_sum, predict_draws
 from ..report import render_report
+from ..runtime import release_freed_memory
 from ..summary import draw_seed, fit_label, primary_fit
 from ..training.engines import torch_threads
-from ..types import FitResult
+from ..types import Draws, FitResult
 from .calibrate import SBC_KEYS, draw_sbc_figures, sbc_diagnostics, sbc_text
 from .guides import draw_guides_figure, fit_covariances, guides_section
 from .lrvb import linear_response_section
@@ -169,10 +170,12 @@ def _vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], out: Path) ->
     files: list[str] = []
     for kind, fr in fits.items():
         w = draw_weights(fr.loc, fr.scale, inp.num_draws, seed=draw_seed(inp.seed), scale_tril=fr.scale_tril)
-        tr, te = predict_draws(w, inp.x_train, inp.y_train), predict_draws(w, inp.x_test, inp.y_test)
+        # no draws × n_train logit matrix: the replicated labels take the logits block by block
+        tr = Draws(w=w, logit=None, loglik=loglik_matrix(w, inp.x_train, inp.y_train))  # type: ignore[arg-type]
+        te = predict_draws(w, inp.x_test, inp.y_test)
         idata = to_inference_data(fr, inp.coef_names, inp.x_train, inp.y_train, inp.x_test, inp.y_test, tr, te,
                                   seed=inp.seed, prior_scale=inp.prior_scale, particles=inp.particles,
-                                  versions=inp.versions)
+                                  versions=inp.versions, logit_fn=_logits)
         del te
         save_netcdf(idata, out / f"posterior_{kind}.nc")
         cov = None if fr.scale_tril is None else fr.cov  # full and low-rank guides: q's own covariance
@@ -191,6 +194,7 @@ def _vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], out: Path) ->
                          "loo": loo, "loo_corrected": vi_corrected_loo(tr.loglik, log_ratio),
                          "netcdf": f"posterior_{kind}.nc", "az_summary": tables}
         del tr
+        release_freed_memory()
         files += [f"posterior_{kind}.nc", *tables]
     main = primary_fit(list(fits))
     lr_section = linear_response_section(fits[main], main, inp.x_train, inp.y_train, inp.x_test, inp.y_test, inp.coef_names,
@@ -212,6 +216,10 @@ def _vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], out: Path) ->
         "seconds": {"vi": time.perf_counter() - t0, "linear_response": lr_section["seconds"]},
     }
     return section, idatas
+
+
+def _logits(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return predict_draws(w, x).logit
 
 
 def nuts_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], idatas: Mapping[str, az.InferenceData],

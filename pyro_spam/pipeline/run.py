@@ -15,7 +15,7 @@ from ..evaluate import classification_scores, elbo_estimate, intercept_only_lppd
 from ..features import build_features
 from ..io.checkpoint import Checkpoint, load_checkpoint
 from ..io.rundir import SUMMARY, staged_run_dir, write_json
-from ..posterior import draw_weights, predict_draws
+from ..posterior import draw_weights, loglik_matrix, predict_draws
 from ..runtime import imports_frozen, release_freed_memory
 from ..summary import SCHEMA_VERSION, FitSection, data_section, draw_seed, fit_section, meta_section
 from ..training.engines import fit
@@ -66,8 +66,8 @@ def fit_all(ctx: RunContext, *, progress: bool = False, resume: Checkpoint | Non
 def evaluate_fits(ctx: RunContext) -> None:
     """Draws from each guide, the ELBO on train and test, and held-out predictive scores.
 
-    Only the held-out draws stay in ``ctx.draws_test``: the training ones (draws × n_train, 4x
-    larger) are dropped after each fit and rebuilt, identically, by the ArviZ stage.
+    No draws × messages matrix outlives its fit: later stages rebuild what they need (same seed,
+    same numbers) one fit at a time.
     """
     fs, cfg = ctx.features, ctx.config
     baseline = intercept_only_lppd(fs.y_train, fs.y_test)
@@ -75,19 +75,20 @@ def evaluate_fits(ctx: RunContext) -> None:
     for kind, fr in ctx.fits.items():
         w = draw_weights(fr.loc, fr.scale, cfg.num_draws, seed=draw_seed(cfg.train.seed), scale_tril=fr.scale_tril)
         cov = None if fr.scale_tril is None else fr.cov
-        tr = predict_draws(w, fs.X_train, fs.y_train)
+        ll_train = loglik_matrix(w, fs.X_train, fs.y_train)
+        e_tr = elbo_estimate(ll_train, fr.loc, fr.scale, cfg.train.prior_scale, cov)
+        lppd_train = float(lppd_pointwise(ll_train).mean())
+        del ll_train
         te = predict_draws(w, fs.X_test, fs.y_test)
-        ctx.draws_test[kind] = te
-        e_tr = elbo_estimate(tr.loglik, fr.loc, fr.scale, cfg.train.prior_scale, cov)
         e_te = elbo_estimate(te.loglik, fr.loc, fr.scale, cfg.train.prior_scale, cov)
+        release_freed_memory()
         fits_summary[kind] = fit_section(
             fr, coef_names=fs.coef_names, elbo_train=e_tr, elbo_test=e_te,
             n_train=fs.X_train.shape[0], n_test=fs.X_test.shape[0],
             test={"lppd_per_message": float(lppd_pointwise(te.loglik).mean()), "intercept_only_lppd_per_message": baseline,
                   **classification_scores(te.mean_prob, fs.y_test)},
-            train={"lppd_per_message": float(lppd_pointwise(tr.loglik).mean())},
+            train={"lppd_per_message": lppd_train},
         )
-        del tr
     ctx.summary["fits"] = fits_summary
 
 

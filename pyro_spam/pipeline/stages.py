@@ -20,8 +20,9 @@ from ..io.checkpoint import CHECKPOINT_JSON, save_checkpoint
 from ..io.modelfile import model_filename
 from ..io.run_reader import guide_filename
 from ..io.rundir import save_figure, write_json, write_npz
+from ..posterior import draw_weights, predict_draws
 from ..report import render_report
-from ..summary import checkpoint_section, crosscheck_info, primary_fit
+from ..summary import checkpoint_section, crosscheck_info, draw_seed, primary_fit
 from .context import RunContext
 from .diagnose import RunInputs, _write_markdown, draw_figures, guide_leaderboard, vi_diagnostics
 
@@ -33,14 +34,16 @@ def stage_evaluation(ctx: RunContext) -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     kind = primary_fit(ctx.fits)
     fr, fs = ctx.fits[kind], ctx.features
+    w = draw_weights(fr.loc, fr.scale, ctx.config.num_draws, seed=draw_seed(ctx.config.train.seed), scale_tril=fr.scale_tril)
+    logit_test = predict_draws(w, fs.X_test).logit  # the draws evaluate_fits scored (same seed)
     summary, arrays = advanced_evaluation(
         loc=fr.loc, scale=fr.scale, coef_names=fs.coef_names, prior_scale=ctx.config.train.prior_scale,
-        logit_test=ctx.draws_test[kind].logit, y_test=fs.y_test,
+        logit_test=logit_test, y_test=fs.y_test,
         X_train=fs.X_train, y_train=fs.y_train, X_test=fs.X_test,
         msg_test=fs.msg_test, row_test=fs.test_idx, seed=ctx.config.train.seed,
     )
     summary["fit"] = kind
-    summary["n_draws"] = int(ctx.draws_test[kind].logit.shape[0])
+    summary["n_draws"] = int(logit_test.shape[0])
     write_npz(ctx.dir / "predictive_test.npz", **{k: np.asarray(v) for k, v in arrays.items()}, row=fs.test_idx)
     figs = evaluation_figures(summary, arrays)
     for name, fig in figs.items():
