@@ -64,6 +64,9 @@ GUIDE_COV = "guide_cov"
 TERM = "term"
 OBS_TRAIN = "obs_train"
 OBS_TEST = "obs_test"
+LOG_LIKELIHOOD_ATTR = "log_likelihood"
+"""Root attribute of a file written without its log-likelihood group: how to get it back."""
+_REBUILT = "omitted; rebuilt from posterior.w, constant_data.X_train and observed_data.y by pyro_spam.load_inference_data"
 GROUPS = ("posterior", "prior", "posterior_predictive", "log_likelihood", "observed_data", "constant_data")
 
 
@@ -140,6 +143,7 @@ def to_inference_data(
     particles: int | None = None,
     versions: Mapping[str, str] | None = None,
     logit_fn: LogitFn | None = None,
+    log_likelihood: bool = True,
 ) -> az.InferenceData:
     """InferenceData of one fitted guide: posterior, prior, predictive, log-likelihood, data.
 
@@ -165,13 +169,17 @@ def to_inference_data(
     logit_fn : callable or None
         ``(w, X) -> logits``: the training labels are replicated from it, block by block, instead
         of from ``draws_train.logit`` (which may then be None: no draws × n_train logit matrix).
+    log_likelihood : bool, default=True
+        False: no ``log_likelihood`` group in memory either (the caller has the matrix; the file
+        never stores it): ``draws_train.loglik`` may be None and the InferenceData records how to
+        rebuild it, as :func:`save_netcdf` does.
     """
     w = np.asarray(draws_train.w, dtype=np.float64)
     n_draws, k1 = w.shape
     names = [str(n) for n in coef_names]
     if len(names) != k1 or x_train.shape[1] != k1 - 1 or x_test.shape[1] != k1 - 1:
         raise ValueError(f"{k1} coefficients, {len(names)} names and {x_train.shape[1]} input columns do not match")
-    if draws_train.loglik is None:
+    if log_likelihood and draws_train.loglik is None:
         raise ValueError("draws_train has no log-likelihood: predict_draws must be given the labels")
     if not np.array_equal(draws_test.w, draws_train.w):
         raise ValueError("draws_train and draws_test must come from the same draws of w")
@@ -197,7 +205,7 @@ def to_inference_data(
             Y: posterior_predictive_labels(draws_train.logit if logit_fn is None else logit_fn, seeds[1], w=w, x=x_train)[None],
             Y_TEST: posterior_predictive_labels(draws_test.logit, seeds[2])[None],
         },
-        log_likelihood={Y: np.asarray(draws_train.loglik, dtype=np.float32)[None]},
+        log_likelihood={Y: np.asarray(draws_train.loglik, dtype=np.float32)[None]} if log_likelihood else None,
         observed_data={Y: np.asarray(y_train).astype(np.int8), Y_TEST: np.asarray(y_test).astype(np.int8)},
         constant_data={"X_train": np.asarray(x_train), "X_test": np.asarray(x_test), GUIDE_COV: cov},
         coords=coords,
@@ -206,6 +214,8 @@ def to_inference_data(
     attrs = _attrs(fit, seed=seed, prior_scale=prior_scale, particles=particles, versions=versions)
     for group in idata.groups():
         idata[group].attrs.update(attrs)
+    if not log_likelihood:
+        idata.attrs[LOG_LIKELIHOOD_ATTR] = _REBUILT
     return idata
 
 
@@ -245,9 +255,6 @@ def draws_as_inference_data(w: np.ndarray, coef_names: tuple[str, ...] | list[st
     return az.from_dict(posterior={W: w[None] if w.ndim == 2 else w}, coords={COEF: list(coef_names)}, dims={W: [COEF]})
 
 
-LOG_LIKELIHOOD_ATTR = "log_likelihood"
-"""Root attribute of a file written without its log-likelihood group: how to get it back."""
-_REBUILT = "omitted; rebuilt from posterior.w, constant_data.X_train and observed_data.y by pyro_spam.load_inference_data"
 
 
 def _write_groups(idata: az.InferenceData, filename: str, *, log_likelihood: bool) -> None:

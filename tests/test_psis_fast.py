@@ -98,6 +98,15 @@ def test_loo_summary_equals_az_loo(name: str) -> None:
     _assert_same(loo_summary(idata), _az_loo_summary(idata))
 
 
+@pytest.mark.parametrize("name", ["logistic float32", "outliers (k > good_k)"])
+def test_loo_summary_of_an_array_equals_that_of_its_inference_data(name: str) -> None:
+    """The run passes the (n_draws, n_obs) float32 matrix itself: the same numbers and warnings."""
+    ll = _loo_cases()[name]
+    assert loo_summary(ll[0]) == loo_summary(_idata(ll))
+    with pytest.raises(ValueError, match="n_draws, n_obs"):
+        loo_summary(ll)
+
+
 def test_loo_summary_cases_cover_the_warnings() -> None:
     """The cases above exercise the Pareto warning, k > 1, ArviZ's fallback rows and its numpy warnings."""
     cases = _loo_cases()

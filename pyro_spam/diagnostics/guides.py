@@ -72,12 +72,17 @@ def loglik_sum(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.concatenate([log_expit(sign * (w[i : i + chunk] @ a.T)).sum(axis=1) for i in range(0, w.shape[0], chunk)])
 
 
-def lppd_per_message(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+def lppd_per_message(w: np.ndarray, x: np.ndarray, y: np.ndarray, *, chunk: int = 128) -> float:
     """Log pointwise predictive density of draws ``w`` on ``(x, y)``, nats per message:
-    ``mean_i log mean_s p(y_i | x_i, w_s)``."""
+    ``mean_i log mean_s p(y_i | x_i, w_s)``; ``chunk`` messages at a time (temporaries of
+    draws × chunk floats, not draws × n)."""
     w = np.atleast_2d(np.asarray(w, dtype=np.float64))
-    ll = log_expit((2.0 * np.asarray(y, dtype=np.float64) - 1.0) * (w @ _design(x).T))
-    return float(np.mean(logsumexp(ll, axis=0) - math.log(w.shape[0])))
+    a, sign = _design(x), 2.0 * np.asarray(y, dtype=np.float64) - 1.0
+    out = np.empty(a.shape[0])
+    for lo in range(0, a.shape[0], chunk):
+        ll = log_expit(sign[lo : lo + chunk] * (w @ a[lo : lo + chunk].T))
+        out[lo : lo + chunk] = logsumexp(ll, axis=0)
+    return float(np.mean(out - math.log(w.shape[0])))
 
 
 def gaussian_kl(loc: np.ndarray, cov: np.ndarray, prior_scale: float = 1.0) -> float:

@@ -150,8 +150,10 @@ def vi_khat(w: np.ndarray, loglik: np.ndarray, loc: np.ndarray, scale: np.ndarra
 # --------------------------------------------------------------------------------------------
 
 
-def loo_summary(idata: az.InferenceData) -> dict[str, Any]:
-    """``az.loo`` of an InferenceData with a ``log_likelihood`` group, as JSON-ready numbers.
+def loo_summary(idata: az.InferenceData | np.ndarray) -> dict[str, Any]:
+    """``az.loo`` of an InferenceData with a ``log_likelihood`` group, as JSON-ready numbers; or of
+    one chain's log-likelihood (n_draws, n_obs) given as an array (what ``az.loo`` of a one-chain
+    InferenceData holding it would give: no InferenceData needed in memory).
 
     ArviZ's warnings (Pareto k above its threshold, too few draws) are captured and returned
     in ``warning_messages``; ``warning`` is ArviZ's own flag. A one-chain posterior with a single
@@ -163,7 +165,9 @@ def loo_summary(idata: az.InferenceData) -> dict[str, Any]:
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ll = _one_chain_loglik(idata)
+        ll = idata if isinstance(idata, np.ndarray) else _one_chain_loglik(idata)
+        if ll is not None and (ll.ndim != 2 or ll.dtype not in (np.float32, np.float64) or az.rcParams["stats.ic_scale"] != "log"):
+            raise ValueError(f"expected a float log-likelihood of shape (n_draws, n_obs) and ArviZ's log scale, got {ll.dtype} {ll.shape}")
         res = _loo(ll) if ll is not None else az.loo(idata, pointwise=True)
     k = np.asarray(res["pareto_k"])
     good_k = float(res.get("good_k", KHAT_OK))
