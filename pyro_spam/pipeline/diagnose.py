@@ -170,15 +170,15 @@ def _vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], out: Path) ->
     files: list[str] = []
     for kind, fr in fits.items():
         w = draw_weights(fr.loc, fr.scale, inp.num_draws, seed=draw_seed(inp.seed), scale_tril=fr.scale_tril)
-        # no draws × n_train logit matrix: the replicated labels take the logits block by block
-        tr = Draws(w=w, logit=None, loglik=loglik_matrix(w, inp.x_train, inp.y_train))  # type: ignore[arg-type]
-        te = predict_draws(w, inp.x_test, inp.y_test)
-        idata = to_inference_data(fr, inp.coef_names, inp.x_train, inp.y_train, inp.x_test, inp.y_test, tr, te,
+        # no draws × n_train logit matrix (the replicated labels take the logits block by block), and
+        # the log-likelihood matrix only once the InferenceData is built: one large matrix at a time
+        idata = to_inference_data(fr, inp.coef_names, inp.x_train, inp.y_train, inp.x_test, inp.y_test,
+                                  Draws(w=w, logit=None, loglik=None), predict_draws(w, inp.x_test),
                                   seed=inp.seed, prior_scale=inp.prior_scale, particles=inp.particles,
                                   versions=inp.versions, logit_fn=_logits, log_likelihood=False)
-        del te
         save_netcdf(idata, out / f"posterior_{kind}.nc")
         idatas[kind] = idata
+        tr = Draws(w=w, logit=None, loglik=loglik_matrix(w, inp.x_train, inp.y_train))
         cov = None if fr.scale_tril is None else fr.cov  # full and low-rank guides: q's own covariance
         kh = vi_khat(tr.w, tr.loglik, fr.loc, fr.scale, inp.prior_scale, cov)
         loo = loo_summary(tr.loglik.astype(np.float32))  # as az.loo of the file's (rebuilt) float32 group
@@ -196,6 +196,7 @@ def _vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], out: Path) ->
         release_freed_memory()
         files += [f"posterior_{kind}.nc", *tables]
     main = primary_fit(list(fits))
+    release_freed_memory()
     lr_section = linear_response_section(fits[main], main, inp.x_train, inp.y_train, inp.x_test, inp.y_test, inp.coef_names,
                                          prior_scale=inp.prior_scale, n_draws=inp.num_draws, seed=draw_seed(inp.seed))
     section = {

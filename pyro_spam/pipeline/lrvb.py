@@ -20,7 +20,7 @@ from ..diagnostics.nuts import strongest_correlation
 from ..diagnostics.psis import khat_repeats, log_prior, log_q, vi_corrected_loo
 from ..evaluate import lppd_pointwise
 from ..linear_response import lr_covariance
-from ..posterior import loglik_matrix, loglik_sum, predict_draws
+from ..posterior import loglik_matrix, loglik_sum
 from ..training.engines import fit, torch_threads
 from ..types import ElboHistory, FitResult, TrainState
 
@@ -45,11 +45,11 @@ def linear_response_section(fr: FitResult, kind: str, x_train: np.ndarray, y_tra
         lr = lr_covariance(x_train, y_train, polish.loc, polish.scale, prior_scale)
     t_cov = time.perf_counter() - t0  # what the correction costs; the rest is its diagnostics
     w = lr_draws(lr.loc, lr.cov, n_draws, seed)
+    lppd_test = float(lppd_pointwise(loglik_matrix(w, x_test, y_test)).mean())
     ll = loglik_matrix(w, x_train, y_train)
     log_ratio = ll.sum(axis=1) + log_prior(w, prior_scale) - log_q(w, lr.loc, lr.scale, lr.cov)
     reps = khat_repeats(lambda v: loglik_sum(v, x_train, y_train), lr.loc, lr.scale, cov=lr.cov,
                         prior_scale=prior_scale, n_draws=n_draws, seed=seed)
-    ll_test = predict_draws(w, x_test, y_test).loglik
     return {
         "fitted_from": kind,
         "optimizer": "lbfgs",
@@ -63,7 +63,7 @@ def linear_response_section(fr: FitResult, kind: str, x_train: np.ndarray, y_tra
         "khat_median": reps["median"], "khat_range": [reps["min"], reps["max"]], "khat_repeats": reps,
         "loo_corrected": vi_corrected_loo(ll, log_ratio),
         "loo_naive": vi_corrected_loo(ll, np.zeros(ll.shape[0])),
-        "lppd_test_per_message": float(lppd_pointwise(ll_test).mean()),
+        "lppd_test_per_message": lppd_test,
         "n_draws": int(n_draws),
         "seconds_covariance": t_cov,
         "seconds": time.perf_counter() - t0,

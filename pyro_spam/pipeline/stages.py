@@ -22,6 +22,7 @@ from ..io.run_reader import guide_filename
 from ..io.rundir import save_figure, write_json, write_npz
 from ..posterior import draw_weights, predict_draws
 from ..report import render_report
+from ..runtime import release_freed_memory
 from ..summary import checkpoint_section, crosscheck_info, draw_seed, primary_fit
 from .context import RunContext
 from .diagnose import RunInputs, _write_markdown, draw_figures, guide_leaderboard, vi_diagnostics
@@ -45,6 +46,8 @@ def stage_evaluation(ctx: RunContext) -> None:
     summary["fit"] = kind
     summary["n_draws"] = int(logit_test.shape[0])
     write_npz(ctx.dir / "predictive_test.npz", **{k: np.asarray(v) for k, v in arrays.items()}, row=fs.test_idx)
+    del logit_test
+    release_freed_memory()
     figs = evaluation_figures(summary, arrays)
     for name, fig in figs.items():
         save_figure(fig, ctx.dir / name)
@@ -145,7 +148,9 @@ def stage_arviz(ctx: RunContext) -> None:
     """
     inp = _inputs_from_context(ctx)
     section, idatas = vi_diagnostics(inp, ctx.fits, ctx.dir)
+    release_freed_memory()
     guide_figures = guide_leaderboard(inp, ctx.fits, section, ctx.dir)
+    release_freed_memory()
     t0 = time.perf_counter()
     figures = draw_figures(inp, idatas, ctx.dir) + guide_figures
     section["seconds"]["figures"] = time.perf_counter() - t0
