@@ -73,9 +73,13 @@ def bench_stage(ctx) -> dict[str, tuple[float, float]]:
     from pyro_spam.inference_data import save_netcdf, to_inference_data
     from pyro_spam.pipeline.diagnose import az_summary_table, draw_figures
     from pyro_spam.pipeline.stages import _inputs_from_context
+    from pyro_spam.posterior import draw_weights, predict_draws
+    from pyro_spam.summary import draw_seed
 
     inp = _inputs_from_context(ctx)
-    fr, tr, te = ctx.fits["meanfield"], ctx.draws_train["meanfield"], ctx.draws_test["meanfield"]
+    fr = ctx.fits["meanfield"]
+    w = draw_weights(fr.loc, fr.scale, inp.num_draws, seed=draw_seed(inp.seed))  # the run's draws (runs keep none)
+    tr, te = predict_draws(w, inp.x_train, inp.y_train), predict_draws(w, inp.x_test, inp.y_test)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         idata, *out["build InferenceData"] = _timed(to_inference_data, fr, inp.coef_names, inp.x_train, inp.y_train,
