@@ -119,6 +119,13 @@ def run_worker(script: Path, args: list[str], timeout: float) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def write_results(out: Path, stem: str, res: dict, md: str) -> None:
+    """``<stem>.json`` (all numbers) and ``<stem>.md`` (the table) into ``out``; prints the table."""
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=1))
+    (out / f"{stem}.md").write_text(md)
+    print(md)
+
+
 def med_range(values: list[float]) -> tuple[float, float, float]:
     """Median, min and max, ignoring None."""
     v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]

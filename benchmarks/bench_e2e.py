@@ -23,37 +23,21 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, med_range  # noqa: E402
+from _common import RESULTS, machine, med_range, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = Path(sys.executable).parent / "pyro-spam"
 
 
 def stage_worker(out: Path) -> dict:
-    """One run in this process with a timer around each stage."""
-    t0 = time.perf_counter()
-    from pyro_spam.config import RunConfig
-    from pyro_spam.pipeline.run import run as pipeline
+    """One run in this process with a timer around each stage (``bench_lean_run``'s, which also
+    records memory)."""
+    from bench_lean_run import stage_worker as lean_worker
 
-    timings = {"import pyro_spam.pipeline": time.perf_counter() - t0}
-
-    def timed(name, fn):
-        def wrapper(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                timings[name] = timings.get(name, 0.0) + time.perf_counter() - t
-        return wrapper
-
-    for name in ("prepare", "fit_all", "evaluate_fits"):
-        setattr(pipeline, name, timed(name, getattr(pipeline, name)))
-    pipeline.RUN_STAGES[:] = [timed(fn.__name__, fn) for fn in pipeline.RUN_STAGES]
-    t = time.perf_counter()
-    ctx = pipeline.run(RunConfig(), out, overwrite=True)
-    timings["pipeline.run total"] = time.perf_counter() - t
-    fits = {k: {"steps": f.steps, "seconds": f.seconds, "stop_reason": f.stop_reason} for k, f in ctx.fits.items()}
-    return {"timings_s": timings, "fits": fits}
+    res = lean_worker(out)
+    timings = {r["stage"]: r["seconds"] for r in res["stages"]}
+    timings["pipeline.run total"] = res["pipeline_run_s"]
+    return {"timings_s": timings, "fits": res["fits"]}
 
 
 def main() -> None:
@@ -101,9 +85,7 @@ def main() -> None:
     for k, f in res["stages"]["fits"].items():
         lines.append(f"| (fit {k}: {f['steps']} steps, {f['stop_reason']}) | {f['seconds']:.2f} |")
     md = "\n".join(lines) + "\n"
-    (args.out / "e2e_benchmark.json").write_text(json.dumps(res, indent=1))
-    (args.out / "e2e_benchmark.md").write_text(md)
-    print(md)
+    write_results(args.out, "e2e_benchmark", res, md)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, med_range  # noqa: E402
+from _common import RESULTS, machine, med_range, write_results  # noqa: E402
 
 CLI = Path(sys.executable).parent / "pyro-spam"
 LIMITS = {"wall_s": 8.0, "peak_rss_mb": 600.0, "run_dir_mb": 12.0}
@@ -151,9 +151,7 @@ def main() -> None:
     lines += ["", "Files (largest first):", "", "| file | kB |", "|---|---|"]
     lines += [f"| {name} | {size / 1e3:.0f} |" for name, size in res["files"].items()]
     md = "\n".join(lines) + "\n"
-    (args.out / "lean_run.json").write_text(json.dumps(res, indent=1))
-    (args.out / "lean_run.md").write_text(md)
-    print(md)
+    write_results(args.out, "lean_run", res, md)
 
 
 if __name__ == "__main__":
