@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from .model import logits
-from .types import Draws
+from .summary import draw_seed
+from .types import Draws, FitResult
 
 
 def draw_weights(loc: np.ndarray, scale: np.ndarray, n_draws: int, seed: int, scale_tril: np.ndarray | None = None) -> np.ndarray:
@@ -18,6 +19,12 @@ def draw_weights(loc: np.ndarray, scale: np.ndarray, n_draws: int, seed: int, sc
     if scale_tril is not None:
         return (loc_t + eps @ torch.as_tensor(scale_tril, dtype=torch.float64).T).numpy()
     return (loc_t + torch.as_tensor(scale, dtype=torch.float64) * eps).numpy()
+
+
+def run_draws(fit: FitResult, n_draws: int, train_seed: int) -> np.ndarray:
+    """The draws of w a run makes from ``fit`` (trained with seed ``train_seed``): every stage that
+    needs them calls this, so they are the same draws without being kept (:func:`~pyro_spam.summary.draw_seed`)."""
+    return draw_weights(fit.loc, fit.scale, n_draws, seed=draw_seed(train_seed), scale_tril=fit.scale_tril)
 
 
 _PREDICT_CHUNK = 64

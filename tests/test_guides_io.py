@@ -16,7 +16,7 @@ from pyro_spam.inference_data import GUIDE_COV, load_netcdf, save_netcdf, to_inf
 from pyro_spam.io.modelfile import FORMAT_VERSION, read_model_file, write_model_file
 from pyro_spam.pipeline.run import evaluate_fits, fit_all, prepare
 from pyro_spam.pipeline.stages import stage_model_files
-from pyro_spam.posterior import draw_weights, predict_draws
+from pyro_spam.posterior import draw_weights, predict_draws, run_draws
 from pyro_spam.predict import format_table, predict_embeddings
 from pyro_spam.summary import draw_seed
 from pyro_spam.types import ElboHistory, FitResult
@@ -270,7 +270,7 @@ def test_run_model_file_reloads_with_the_full_covariance(full_run):
 def _run_test_draws(ctx, kind):
     """The held-out draws a run scored (same seed, same draws; runs do not keep them)."""
     fr = ctx.fits[kind]
-    w = draw_weights(fr.loc, fr.scale, ctx.config.num_draws, seed=draw_seed(ctx.config.train.seed), scale_tril=fr.scale_tril)
+    w = run_draws(fr, ctx.config.num_draws, ctx.config.train.seed)
     return predict_draws(w, ctx.features.X_test, ctx.features.y_test)
 
 

@@ -14,8 +14,7 @@ from pyro_spam.errors import ModelFileError
 from pyro_spam.estimator import VariationalSpamClassifier, load_model, save_model
 from pyro_spam.io.modelfile import FORMAT_VERSION
 from pyro_spam.pipeline.run import run
-from pyro_spam.posterior import draw_weights, predict_draws
-from pyro_spam.summary import draw_seed
+from pyro_spam.posterior import predict_draws, run_draws
 
 from .conftest import make_dataset
 
@@ -206,7 +205,7 @@ def test_run_writes_one_model_per_fit_matching_its_predictions(run_ctx):
         assert loaded.header["training_data"]["n"] == 300
         p = loaded.estimator.predict_proba(ds.X[ctx.features.test_idx])[:, 1]
         fr = ctx.fits[kind]  # the run's held-out draws (same seed; the run does not keep them)
-        w = draw_weights(fr.loc, fr.scale, ctx.config.num_draws, seed=draw_seed(ctx.config.train.seed))
+        w = run_draws(fr, ctx.config.num_draws, ctx.config.train.seed)
         np.testing.assert_allclose(p, predict_draws(w, ctx.features.X_test).mean_prob, rtol=1e-12, atol=1e-15)
         np.testing.assert_array_equal(loaded.estimator.loc_, ctx.fits[kind].loc)
 

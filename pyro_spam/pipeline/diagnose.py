@@ -42,7 +42,7 @@ from ..evaluate import lppd_pointwise
 from ..inference_data import W, az, draws_as_inference_data, load_netcdf, save_netcdf, to_inference_data
 from ..io.run_reader import RunDirectory, read_run
 from ..io.rundir import SUMMARY, atomic_write_text, save_figure, write_json
-from ..posterior import draw_weights, loglik_matrix, loglik_sum, predict_draws
+from ..posterior import loglik_matrix, loglik_sum, predict_draws, run_draws
 from ..report import render_report
 from ..runtime import release_freed_memory
 from ..summary import draw_seed, fit_label, primary_fit
@@ -169,7 +169,7 @@ def _vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], out: Path) ->
     idatas: dict[str, az.InferenceData] = {}
     files: list[str] = []
     for kind, fr in fits.items():
-        w = draw_weights(fr.loc, fr.scale, inp.num_draws, seed=draw_seed(inp.seed), scale_tril=fr.scale_tril)
+        w = run_draws(fr, inp.num_draws, inp.seed)
         # no draws × n_train logit matrix (the replicated labels take the logits block by block), and
         # the log-likelihood matrix only once the InferenceData is built: one large matrix at a time
         idata = to_inference_data(fr, inp.coef_names, inp.x_train, inp.y_train, inp.x_test, inp.y_test,

@@ -15,9 +15,9 @@ from ..evaluate import classification_scores, elbo_estimate, intercept_only_lppd
 from ..features import build_features
 from ..io.checkpoint import Checkpoint, load_checkpoint
 from ..io.rundir import SUMMARY, staged_run_dir, write_json
-from ..posterior import draw_weights, loglik_matrix, predict_draws
+from ..posterior import loglik_matrix, predict_draws, run_draws
 from ..runtime import imports_frozen, release_freed_memory
-from ..summary import SCHEMA_VERSION, FitSection, data_section, draw_seed, fit_section, meta_section
+from ..summary import SCHEMA_VERSION, FitSection, data_section, fit_section, meta_section
 from ..training.engines import fit
 from .context import RunContext, versions
 from .stages import (
@@ -73,7 +73,7 @@ def evaluate_fits(ctx: RunContext) -> None:
     baseline = intercept_only_lppd(fs.y_train, fs.y_test)
     fits_summary: dict[str, FitSection] = {}
     for kind, fr in ctx.fits.items():
-        w = draw_weights(fr.loc, fr.scale, cfg.num_draws, seed=draw_seed(cfg.train.seed), scale_tril=fr.scale_tril)
+        w = run_draws(fr, cfg.num_draws, cfg.train.seed)
         cov = None if fr.scale_tril is None else fr.cov
         ll_train = loglik_matrix(w, fs.X_train, fs.y_train)
         e_tr = elbo_estimate(ll_train, fr.loc, fr.scale, cfg.train.prior_scale, cov)

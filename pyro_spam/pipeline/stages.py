@@ -20,10 +20,10 @@ from ..io.checkpoint import CHECKPOINT_JSON, save_checkpoint
 from ..io.modelfile import model_filename
 from ..io.run_reader import guide_filename
 from ..io.rundir import save_figure, write_json, write_npz
-from ..posterior import draw_weights, predict_draws
+from ..posterior import predict_draws, run_draws
 from ..report import render_report
 from ..runtime import release_freed_memory
-from ..summary import checkpoint_section, crosscheck_info, draw_seed, primary_fit
+from ..summary import checkpoint_section, crosscheck_info, primary_fit
 from .context import RunContext
 from .diagnose import RunInputs, _write_markdown, draw_figures, guide_leaderboard, vi_diagnostics
 
@@ -35,7 +35,7 @@ def stage_evaluation(ctx: RunContext) -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     kind = primary_fit(ctx.fits)
     fr, fs = ctx.fits[kind], ctx.features
-    w = draw_weights(fr.loc, fr.scale, ctx.config.num_draws, seed=draw_seed(ctx.config.train.seed), scale_tril=fr.scale_tril)
+    w = run_draws(fr, ctx.config.num_draws, ctx.config.train.seed)
     logit_test = predict_draws(w, fs.X_test).logit  # the draws evaluate_fits scored (same seed)
     summary, arrays = advanced_evaluation(
         loc=fr.loc, scale=fr.scale, coef_names=fs.coef_names, prior_scale=ctx.config.train.prior_scale,
