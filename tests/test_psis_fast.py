@@ -241,3 +241,18 @@ def test_loglik_sum_equals_logsigmoid(chunk: int) -> None:
     assert loglik_sum(w[:0], x, y).shape == (0,)
     yb = y.astype(bool)
     np.testing.assert_allclose(loglik_sum(w, x, yb, chunk=chunk), _loglik_sum_logsigmoid(w, x, y), rtol=1e-12, atol=0)
+
+
+def test_loglik_matrix_float32_is_the_rounded_float64_matrix() -> None:
+    """The ArviZ stage makes the LOO's float32 matrix directly (no float64 one beside it): it must be
+    exactly what ``astype(np.float32)`` of the float64 matrix was, including across chunk edges."""
+    from pyro_spam.posterior import loglik_matrix
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = (rng.random(300) < 0.3).astype(np.float32)
+    w = rng.normal(size=(150, 5)) * 3.0  # 150 draws: more than two chunks of 64
+    full = loglik_matrix(w, x, y)
+    low = loglik_matrix(w, x, y, np.float32)
+    assert full.dtype == np.float64 and low.dtype == np.float32
+    np.testing.assert_array_equal(low, full.astype(np.float32))

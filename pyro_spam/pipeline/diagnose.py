@@ -178,21 +178,23 @@ def _vi_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], out: Path) ->
                                   versions=inp.versions, logit_fn=_logits, log_likelihood=False)
         save_netcdf(idata, out / f"posterior_{kind}.nc")
         idatas[kind] = idata
-        tr = Draws(w=w, logit=None, loglik=loglik_matrix(w, inp.x_train, inp.y_train))
+        ll = loglik_matrix(w, inp.x_train, inp.y_train)
         cov = None if fr.scale_tril is None else fr.cov  # full and low-rank guides: q's own covariance
-        kh = vi_khat(tr.w, tr.loglik, fr.loc, fr.scale, inp.prior_scale, cov)
-        loo = loo_summary(tr.loglik.astype(np.float32))  # as az.loo of the file's (rebuilt) float32 group
+        kh = vi_khat(w, ll, fr.loc, fr.scale, inp.prior_scale, cov)
+        log_ratio = ll.sum(axis=1) + log_prior(w, inp.prior_scale) - log_q(w, fr.loc, fr.scale, cov)
+        loo_corrected = vi_corrected_loo(ll, log_ratio)
+        del ll  # the LOO's float32 matrix is made afresh once this one is freed, not beside it (18 MB off the peak)
+        release_freed_memory()
+        loo = loo_summary(loglik_matrix(w, inp.x_train, inp.y_train, np.float32))  # as az.loo of the file's (rebuilt) float32 group
         if kind in inp.lppd_test:
             loo["lppd_test_per_message"] = inp.lppd_test[kind]
         _, tables = az_summary_table(idata, out, f"az_summary_{kind}", kind="stats")
         reps = khat_repeats(lambda w: loglik_sum(w, inp.x_train, inp.y_train), fr.loc, fr.scale, cov=cov, prior_scale=inp.prior_scale,
                             n_draws=inp.num_draws, seed=draw_seed(inp.seed))
-        log_ratio = tr.loglik.sum(axis=1) + log_prior(tr.w, inp.prior_scale) - log_q(tr.w, fr.loc, fr.scale, cov)
         per_fit[kind] = {"khat": kh.khat, "khat_reading": kh.reading, "khat_median": reps["median"],
                          "khat_range": [reps["min"], reps["max"]], "khat_repeats": reps, "psis": kh.to_dict(inp.coef_names),
-                         "loo": loo, "loo_corrected": vi_corrected_loo(tr.loglik, log_ratio),
+                         "loo": loo, "loo_corrected": loo_corrected,
                          "netcdf": f"posterior_{kind}.nc", "az_summary": tables}
-        del tr
         release_freed_memory()
         files += [f"posterior_{kind}.nc", *tables]
     main = primary_fit(list(fits))

@@ -45,9 +45,12 @@ def linear_response_section(fr: FitResult, kind: str, x_train: np.ndarray, y_tra
         lr = lr_covariance(x_train, y_train, polish.loc, polish.scale, prior_scale)
     t_cov = time.perf_counter() - t0  # what the correction costs; the rest is its diagnostics
     w = lr_draws(lr.loc, lr.cov, n_draws, seed)
-    lppd_test = float(lppd_pointwise(loglik_matrix(w, x_test, y_test)).mean())
+    # the draws × n_train matrix first and alone: the run's memory peaks here otherwise
     ll = loglik_matrix(w, x_train, y_train)
     log_ratio = ll.sum(axis=1) + log_prior(w, prior_scale) - log_q(w, lr.loc, lr.scale, lr.cov)
+    loo_corrected, loo_naive = vi_corrected_loo(ll, log_ratio), vi_corrected_loo(ll, np.zeros(ll.shape[0]))
+    del ll
+    lppd_test = float(lppd_pointwise(loglik_matrix(w, x_test, y_test)).mean())
     reps = khat_repeats(lambda v: loglik_sum(v, x_train, y_train), lr.loc, lr.scale, cov=lr.cov,
                         prior_scale=prior_scale, n_draws=n_draws, seed=seed)
     return {
@@ -61,8 +64,8 @@ def linear_response_section(fr: FitResult, kind: str, x_train: np.ndarray, y_tra
         "meanfield_scale": polish.scale,
         "strongest_correlation": strongest_correlation(w, coef_names),
         "khat_median": reps["median"], "khat_range": [reps["min"], reps["max"]], "khat_repeats": reps,
-        "loo_corrected": vi_corrected_loo(ll, log_ratio),
-        "loo_naive": vi_corrected_loo(ll, np.zeros(ll.shape[0])),
+        "loo_corrected": loo_corrected,
+        "loo_naive": loo_naive,
         "lppd_test_per_message": lppd_test,
         "n_draws": int(n_draws),
         "seconds_covariance": t_cov,
