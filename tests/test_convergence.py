@@ -175,3 +175,17 @@ def test_vectorised_split_rhat_equals_arviz(n: int) -> None:
         expected = [float(np.asarray(az.rhat(chains[:, :, j], method="split")).reshape(-1)[0]) for j in range(6)]
     expected[3] = 1.0  # the monitor's rule (ArviZ says sqrt((m − 1)/m) or nan)
     np.testing.assert_allclose(_split_rhat(w), expected, rtol=1e-12, atol=0)
+
+
+def test_config_docstring_states_the_defaults_the_code_uses() -> None:
+    """Every ``name : type, default=value`` line of ConvergenceConfig's docstring matches its field."""
+    import dataclasses
+    import re
+
+    from pyro_spam.training.convergence import ConvergenceConfig
+
+    documented = dict(re.findall(r"^\s{4}(\w+) : \w+, default=([^\s]+)$", ConvergenceConfig.__doc__ or "", re.M))
+    fields = {f.name: f.default for f in dataclasses.fields(ConvergenceConfig)}
+    assert set(documented) == set(fields)
+    for name, text in documented.items():
+        assert float(text) == float(fields[name]), f"{name}: documented {text}, code {fields[name]}"

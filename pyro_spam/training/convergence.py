@@ -45,7 +45,7 @@ CRITERION = "iterate split-R̂ + MCSE of the Polyak–Ruppert average + learning
 
 @dataclass(frozen=True)
 class ConvergenceConfig:
-    """Thresholds of :class:`IterateConvergence` (measurements: ``/work/scratch13/NOTES.md``).
+    """Thresholds of :class:`IterateConvergence` (measurements: ``benchmarks/results/convergence_thresholds.md``).
 
     check_every : int, default=10
         Minimum steps between checks. A check costs ~2–10 ms of ArviZ calls, a full-batch step
@@ -66,16 +66,17 @@ class ConvergenceConfig:
     rhat_max : float, default=1.1
         Stationarity threshold on split-R̂ (4 segments), both classic and rank-normalised
         folded (Vehtari et al. 2021). Dhaka et al. use 1.1.
-    drift_tol : float, default=0.02
+    drift_tol : float, default=0.1
         A parameter whose 4 segment means span at most this many posterior sd (loc: in units
         of its scale; log-scale: absolute) counts as stationary whatever its R̂. R̂ is
         scale-free: with nearly noise-free gradients (full batch, S = 64) the iterates keep a
-        deterministic drift of 1e-3 sd that is invisible in the result but keeps R̂ > 2 for
-        hundreds of steps (measured: NOTES.md).
-    ess_min : float, default=25
+        slow deterministic drift that keeps R̂ high long after the average has settled
+        (measured: 0.02 or 0.05 stop at 485–720 steps, 0.1 at 215–284 steps within 0.07 sd).
+    ess_min : float, default=10
         Minimum ESS (ArviZ "mean") of every parameter in the window; below it the MCSE of a
         short window is itself unreliable (Dhaka et al. use ``W_min/8``), and a chain frozen by a
-        tiny rate (a slow random walk) has ESS of a few.
+        tiny rate (a slow random walk) has ESS of a few. At full batch, S = 64 the log-scales'
+        autocorrelation time is ≈ 7.5 steps, so 10 needs windows of ≈ 80 iterates.
     mcse_rel_max : float, default=0.05
         Maximum ``MCSE(loc_j)/scale_j`` and ``MCSE(log scale_j)`` of the average. 3 MCSE over 12
         parameters is then ≤ 0.15 sd, half the 0.3 sd tolerance.
@@ -83,7 +84,7 @@ class ConvergenceConfig:
         Stationary sd of the iterates (posterior units) below which the rate counts as small
         enough without a decay test. Constant-rate Adam's stationary mean is biased by about
         0.2 × spread² (measured over full batch S = 2, 64 and B = 32, 256 at rates 0.1–0.01:
-        ratio 0.18–0.30, NOTES.md), so at 0.35 the bias is ≈ 0.03 sd.
+        ratio 0.18–0.30), so at 0.35 the bias is ≈ 0.03 sd.
     delta_tol : float, default=0.1
         Maximum change of the accepted average between successive rates, in posterior sd
         (loc) and in log-scale.
