@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .config import ELBO_TYPES, GUIDES, TrainConfig
@@ -107,7 +107,46 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="continue an interrupted run with its saved configuration (written back to RUN_DIR unless --out)")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     g.add_argument("--nuts", action="store_true",
-                   help="then add the NUTS reference and the VI-vs-NUTS comparison (as `pyro-spam diagnose --nuts`; about a minute)")
+                   help="then add the NUTS reference and the VI-vs-NUTS comparison (as `pyro-spam diagnose --nuts`; "
+                        "10–30 s on the default data)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the package's error style: one line ``pyro-spam run: error: …`` naming where
+    the help is, exit code 2 (argparse prints its whole usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        prefix = "the following arguments are required: "
+        if message.startswith(prefix):  # intermixed parsing lists optional positionals (nargs="*") too
+            optional = {a.metavar or a.dest for a in self._actions if not a.option_strings and a.nargs in ("*", "?")}
+            message = prefix + ", ".join(n for n in message[len(prefix):].split(", ") if n not in optional)
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+def _unknown_message(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """``unrecognized arguments: …`` with the closest option of ``parser`` for a mistyped one."""
+    import difflib
+
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for arg in extras:
+        if arg.startswith("--"):
+            close = difflib.get_close_matches(arg.split("=", 1)[0], options, n=1, cutoff=0.6)
+            if close:
+                hints.append(close[0])
+    return f"unrecognized arguments: {' '.join(extras)}" + (f" (did you mean {' / '.join(hints)}?)" if hints else "")
+
+
+def _value_or_const(parser: argparse.ArgumentParser, args: Sequence[str]) -> list[str]:
+    """``--sbc RUN_DIR`` means ``--sbc=both RUN_DIR``: an option whose value is optional and one of
+    its choices takes the next word only when it is one of them (argparse would take any word)."""
+    optional = {o: a for a in parser._actions if a.nargs == "?" and a.choices and a.option_strings for o in a.option_strings}
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        action = optional.get(arg)
+        if action is not None and not out[i + 1].startswith("-") and out[i + 1] not in action.choices:
+            out[i] = f"{arg}={action.const}"
+    return out
 
 
 class _IntermixedSubcommands(argparse._SubParsersAction):
@@ -116,7 +155,7 @@ class _IntermixedSubcommands(argparse._SubParsersAction):
     argparse's ``parse_intermixed_args`` refuses parsers with subcommands (their positional takes
     ``nargs=A...``), so the top level parses as usual and each subcommand's arguments are parsed
     with the subparser's ``parse_known_intermixed_args``: ``predict RUN --json "m1" "m2"`` collects
-    both messages. Unknown arguments go back to the top level, which reports them as before.
+    both messages. Unknown arguments are reported by the subcommand, with the closest option it has.
     """
 
     def __call__(self, parser, namespace, values, option_string=None):
@@ -126,16 +165,16 @@ class _IntermixedSubcommands(argparse._SubParsersAction):
             return super().__call__(parser, namespace, values, option_string)
         if self.dest is not argparse.SUPPRESS:
             setattr(namespace, self.dest, name)
-        subnamespace, extras = subparser.parse_known_intermixed_args(arg_strings, None)
+        subnamespace, extras = subparser.parse_known_intermixed_args(_value_or_const(subparser, arg_strings), None)
         for key, value in vars(subnamespace).items():
             setattr(namespace, key, value)
         if extras:
-            vars(namespace).setdefault(argparse._UNRECOGNIZED_ARGS_ATTR, []).extend(extras)
+            subparser.error(_unknown_message(subparser, extras))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pyro-spam`` parser; every subcommand accepts its options before, between and after its positionals."""
-    parser = argparse.ArgumentParser(prog="pyro-spam", description="Variational Bayesian SMS spam detection with Pyro.")
+    parser = _Parser(prog="pyro-spam", description="Variational Bayesian SMS spam detection with Pyro.")
     parser.add_argument("--version", action="version", version=f"pyro-spam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, action=_IntermixedSubcommands)
     p_run = sub.add_parser("run", help="fit the model on the default data or a course .npz and write a run directory")
@@ -200,6 +239,18 @@ def _refuse_config_with_resume(args: argparse.Namespace) -> None:
         )
 
 
+def _ignored_options(args: argparse.Namespace) -> list[str]:
+    """Options set away from their default that this run's other choices make it ignore."""
+    d = _TRAIN_DEFAULTS
+    rules = [
+        (args.rank != d.rank and args.guide != "lowrank", "--rank", "--guide lowrank"),
+        (args.grad_tol != d.grad_tol and args.optimizer != "lbfgs", "--grad-tol", "--optimizer lbfgs"),
+        (args.window != d.window and args.stop != "plateau", "--window", "--stop plateau"),
+        (args.tol != d.tol and args.stop != "plateau", "--tol", "--stop plateau"),
+    ]
+    return [f"{opt} applies to {needs} only: this run ignores it (its configuration records it)" for bad, opt, needs in rules if bad]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline.run import resume_run, run
 
@@ -209,6 +260,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         ctx = resume_run(args.resume, out, overwrite=args.overwrite, progress=not args.quiet)
     else:
         config = _run_config(args)
+        for message in _ignored_options(args):
+            print(f"pyro-spam: warning: {message}", file=sys.stderr)
         out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
         ctx = run(config, out, overwrite=args.overwrite, progress=not args.quiet)
     print(format_run_summary(ctx.summary, out))
@@ -235,6 +288,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     section = diagnose_run_dir(out, nuts=True, progress=not args.quiet) if args.nuts else ctx.summary.get("diagnostics")
     if section:
         print(format_diagnostics(section, out))
+    print(f"report: {Path(out) / 'report.html'}")
     return 0
 
 
@@ -274,7 +328,8 @@ def _add_embed_parser(sub: Any) -> None:
     src.add_argument("--collection", type=Path, help="raw SMS Spam Collection file (label<TAB>text per line) → course .npz for `run --data`")
     src.add_argument("--messages", type=Path, help="unlabelled text file, one message per line → .npz for `predict --embeddings`")
     p.add_argument("--encoder", default="minilm",
-                   help="'minilm' (bundled all-MiniLM-L6-v2), a local model folder or a cached HF name (e.g. albert-xlarge-v2)")
+                   help="'minilm' (bundled all-MiniLM-L6-v2; the default), a local model folder or a cached HF name "
+                        "(e.g. albert-xlarge-v2)")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
     p.add_argument("--batch-size", type=int, default=64, help="messages per encoder batch (default 64)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage type of X (default float32)")
@@ -327,9 +382,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _add_diagnose_parser(sub: Any) -> None:
-    p = sub.add_parser("diagnose", help="add ArviZ diagnostics (PSIS k̂ of q, LOO; with --nuts the NUTS reference) to a run directory")
+    p = sub.add_parser("diagnose", help="add the NUTS reference (--nuts) or simulation-based calibration (--sbc) to a run "
+                                        "directory; alone, recompute the ArviZ diagnostics `run` wrote (PSIS k̂, LOO, leaderboard)")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a directory written by `pyro-spam run`")
-    p.add_argument("--nuts", action="store_true", help="run NUTS on the same model and features and compare it with VI")
+    p.add_argument("--nuts", action="store_true",
+                   help="run NUTS on the same model and features and compare it with VI (10–30 s on the default data)")
     p.add_argument("--chains", type=int, default=2, help="NUTS chains, run one after another (default 2)")
     p.add_argument("--warmup", type=int, default=500, help="NUTS adaptation steps per chain (default 500)")
     p.add_argument("--nuts-draws", type=int, default=1000, help="NUTS draws kept per chain (default 1000)")
@@ -361,6 +418,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
         raise
     print(format_diagnostics(section, args.run_dir))
+    print(f"report: {Path(args.run_dir) / 'report.html'}")
     return 0
 
 
@@ -372,6 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pyro-spam`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    for level in (logging.WARNING, logging.ERROR):  # "pyro-spam: warning: …", as the CLI's own messages
+        logging.addLevelName(level, logging.getLevelName(level).lower())
     logging.basicConfig(level=logging.WARNING, format="pyro-spam: %(levelname)s: %(message)s")
     try:
         return COMMANDS[args.command](args)

@@ -221,6 +221,8 @@ def predict_messages(
     """Load the model behind ``model`` (run directory or file) and score ``messages`` or ``embeddings``."""
     if embeddings is not None and messages:
         raise ConfigError("give either messages or --embeddings, not both")
+    if not 0 < level < 1:  # before the encoder loads (seconds), not after
+        raise ConfigError(f"level must be between 0 and 1 (got {level!r})")
     saved = load_model(resolve_model_path(model, elbo))
     if embeddings is not None:
         X, messages = load_embeddings(embeddings, saved)

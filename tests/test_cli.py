@@ -11,10 +11,15 @@ from pyro_spam.cli import main
 from pyro_spam.evaluate import elbo_estimate, lppd_pointwise
 from pyro_spam.posterior import draw_weights, predict_draws
 
+_STDOUT: dict[str, str] = {}
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """One small CLI run shared by the tests below (fitting is the expensive part)."""
+    import contextlib
+    import io
+
     from .conftest import make_dataset
 
     tmp = tmp_path_factory.mktemp("cli")
@@ -22,9 +27,17 @@ def run_dir(tmp_path_factory):
     data = tmp / "course.npz"
     np.savez(data, X=ds.X.astype(np.float16), y=ds.y.astype(np.int64), msg=ds.msg)
     out = tmp / "run"
-    code = main(["run", "--data", str(data), "-K", "3", "--steps", "400", "-S", "16", "--draws", "500", "--out", str(out), "-q"])
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["run", "--data", str(data), "-K", "3", "--steps", "400", "-S", "16", "--draws", "500", "--out", str(out), "-q"])
     assert code == 0
+    _STDOUT["run"] = buf.getvalue()
     return out
+
+
+def test_run_ends_by_naming_the_report(run_dir):
+    assert _STDOUT["run"].rstrip().splitlines()[-1] == f"report: {run_dir / 'report.html'}"
+    assert (run_dir / "report.html").is_file()
 
 
 def test_run_directory_contents(run_dir):

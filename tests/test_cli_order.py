@@ -153,3 +153,68 @@ def test_predict_end_to_end_with_options_first(tmp_path, monkeypatch, capsys) ->
     last = json.loads(capsys.readouterr().out)
     assert first == last
     assert first["level"] == 0.8 and [r["message"] for r in first["predictions"]] == ["row 0", "row 1", "row 2"]
+
+
+def test_parse_errors_are_one_line_naming_the_subcommand_help(capsys) -> None:
+    """argparse's own errors follow the package's style: one line, the subcommand's prog, where the help is."""
+    for argv, prog, message in [(["run", "-K", "abc"], "pyro-spam run", "argument --components/-K"),
+                                (["run", "--out"], "pyro-spam run", "expected one argument"),
+                                (["diagnose"], "pyro-spam diagnose", "required: RUN_DIR"),
+                                (["frobnicate"], "pyro-spam", "invalid choice")]:
+        with pytest.raises(SystemExit) as exc:
+            parse(*argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2
+        assert err.count("\n") == 1 and err.startswith(f"{prog}: error: ") and message in err, err
+        assert f"(see: {prog} --help)" in err
+
+
+def test_a_mistyped_option_names_the_closest_one(capsys) -> None:
+    for argv, hint in [(["run", "--stpes", "10"], "did you mean --steps?"),
+                       (["predict", "RUN", "hi", "--jsn"], "did you mean --json?")]:
+        with pytest.raises(SystemExit):
+            parse(*argv)
+        err = capsys.readouterr().err
+        assert f"pyro-spam {argv[0]}: error: unrecognized arguments: " in err and hint in err, err
+    with pytest.raises(SystemExit):
+        parse("run", "--zzzzzz")
+    assert "did you mean" not in capsys.readouterr().err
+
+
+def test_predict_without_messages_is_not_told_they_are_required(capsys) -> None:
+    """``messages`` is optional (--file and --embeddings are alternatives): only the model is required."""
+    with pytest.raises(SystemExit):
+        parse("predict")
+    err = capsys.readouterr().err
+    assert "required: model (see" in err and "messages" not in err
+
+
+@pytest.mark.parametrize("argv", [["--sbc", "RUN"], ["RUN", "--sbc"], ["--sbc", "RUN", "--sims", "3"], ["--sims", "3", "--sbc", "RUN"]])
+def test_sbc_without_a_value_before_the_run_directory(argv) -> None:
+    """``--sbc`` takes a value only when it is one of its choices: ``diagnose --sbc RUN`` is ``--sbc both``."""
+    ns = parse("diagnose", *argv)
+    assert (ns.run_dir, ns.sbc) == (Path("RUN"), "both")
+    assert parse("diagnose", "--sbc", "prior", "RUN").sbc == "prior"
+    assert parse("diagnose", "RUN", "--sbc", "posterior").sbc == "posterior"
+
+
+def test_options_a_run_ignores_are_named() -> None:
+    from pyro_spam.cli import _ignored_options
+
+    assert _ignored_options(parse("run")) == []
+    assert _ignored_options(parse("run", "--guide", "lowrank", "--rank", "2", "--stop", "plateau", "--window", "30")) == []
+    messages = _ignored_options(parse("run", "--rank", "2", "--grad-tol", "1e-6", "--window", "30", "--tol", "0.3"))
+    assert [m.split()[0] for m in messages] == ["--rank", "--grad-tol", "--window", "--tol"]
+    assert "--guide lowrank only" in messages[0] and "--optimizer lbfgs only" in messages[1]
+
+
+def test_predict_checks_the_level_before_loading_anything(monkeypatch) -> None:
+    import pyro_spam.predict as predict
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the level was checked")
+
+    monkeypatch.setattr(predict, "load_model", no_load)
+    monkeypatch.setattr(predict, "resolve_model_path", no_load)
+    with pytest.raises(predict.ConfigError, match="level must be between 0 and 1"):
+        predict.predict_messages("RUN", ["hi"], level=1.5)

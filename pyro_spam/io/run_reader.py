@@ -83,9 +83,10 @@ def read_summary(run_dir: str | Path) -> Summary:
     run_dir = Path(run_dir)
     path = run_dir / SUMMARY
     if not path.is_file():
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ModelFileError(f"{run_dir} is a file, not a run directory; pass the folder `pyro-spam run --out DIR` wrote")
         raise ModelFileError(
-            f"{run_dir} is not a pyro-spam run directory (no {SUMMARY}), so it holds no pyro-spam run; "
-            f"make one with `pyro-spam run --out {run_dir}`"
+            f"{run_dir} is not a pyro-spam run directory (no {SUMMARY}); make one with `pyro-spam run --out {run_dir}`"
         )
     try:
         summary = read_json(path)
