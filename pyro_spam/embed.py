@@ -16,6 +16,7 @@ importing this module works without the ``[embed]`` extra; using it then raises
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -23,8 +24,9 @@ import json
 import logging
 import os
 import sys
+import warnings
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,17 +163,48 @@ def _default_max_length(source: str, tokenizer: Any, model: Any) -> int:
     return min(sane) if sane else FALLBACK_MAX_LENGTH
 
 
+@contextlib.contextmanager
+def _transformers_progress(enabled: bool) -> Iterator[None]:
+    """Switch transformers' (and huggingface_hub's) progress bars off for the block unless ``enabled``.
+
+    The global switch is restored afterwards: bars are enabled again only if they were enabled
+    before (a user's own ``disable_progress_bar()`` or ``HF_HUB_DISABLE_PROGRESS_BARS`` is kept).
+    """
+    import importlib
+
+    try:
+        hf_logging = importlib.import_module("transformers.utils.logging")
+    except ImportError:
+        hf_logging = None
+    if enabled or hf_logging is None or not hasattr(hf_logging, "is_progress_bar_enabled"):
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            with warnings.catch_warnings():  # e.g. "cannot enable: HF_HUB_DISABLE_PROGRESS_BARS is set"
+                warnings.simplefilter("ignore")
+                hf_logging.enable_progress_bar()
+
+
 def load_encoder(
     encoder: str = "minilm",
     *,
     device: str = "cpu",
     max_length: int | None = None,
     normalize: bool | None = None,
+    progress: bool = False,
 ) -> Encoder:
     """Load an encoder offline: ``"minilm"`` (bundled), a local directory, or a cached hub name.
 
     ``max_length`` defaults to the model's ``sentence_bert_config.json`` (256 for MiniLM), else the
     tokenizer/position limit. ``normalize`` defaults to what the model's ``modules.json`` defines.
+    transformers' own progress bars (``Loading weights: 100%|...``) are switched off while loading
+    unless ``progress=True`` (loading a local model takes a moment; quiet callers stay quiet).
     """
     _set_offline()
     source, name = _resolve(encoder)
@@ -180,8 +213,9 @@ def load_encoder(
     try:
         # local_files_only: never download, even if huggingface_hub was imported before the
         # offline switches were set (it reads them at import time).
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
-        model = transformers.AutoModel.from_pretrained(source, local_files_only=True)
+        with _transformers_progress(progress):
+            tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
+            model = transformers.AutoModel.from_pretrained(source, local_files_only=True)
     except OSError as exc:
         raise DataError(
             f"cannot load encoder {encoder!r} offline ({exc}); pass 'minilm' or a local model directory"
@@ -226,7 +260,7 @@ def embed_texts(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     texts = _check_texts(texts)
-    enc = _as_encoder(encoder, device, max_length, normalize, encoder_obj, tokenizer_obj)
+    enc = _as_encoder(encoder, device, max_length, normalize, encoder_obj, tokenizer_obj, progress)
     torch = _require("torch")
     tqdm = _require("tqdm").tqdm
 
@@ -273,6 +307,7 @@ def _as_encoder(
     normalize: bool | None,
     encoder_obj: Any,
     tokenizer_obj: Any,
+    progress: bool = False,
 ) -> Encoder:
     if (encoder_obj is None) != (tokenizer_obj is None):
         raise ConfigError("pass encoder_obj and tokenizer_obj together (a model needs its tokenizer)")
@@ -289,7 +324,7 @@ def _as_encoder(
         if normalize is not None:
             changes["normalize"] = bool(normalize)
         return dataclasses.replace(encoder, **changes) if changes else encoder
-    return load_encoder(encoder, device=device, max_length=max_length, normalize=normalize)
+    return load_encoder(encoder, device=device, max_length=max_length, normalize=normalize, progress=progress)
 
 
 def write_course_npz(
@@ -404,7 +439,7 @@ def embed_collection(
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     collection_path = Path(collection_path)
     y, msg = read_collection(collection_path)
-    enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
+    enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder, progress=progress)
     X = embed_texts(msg, enc, batch_size=batch_size, progress=progress)
     meta = build_meta(enc, source=collection_path, build_command=build_command)
     out = write_course_npz(out_path, X, y, msg, embedder=enc.name, meta=meta, dtype=dtype)

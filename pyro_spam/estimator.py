@@ -552,6 +552,24 @@ class SavedModel:
     def format_version(self) -> int:
         return int(self.header["format_version"])
 
+    def __repr__(self) -> str:
+        """One line with the key facts (the dataclass default would dump the whole JSON header)."""
+        est = self.estimator
+        facts = [
+            repr(self.path.name),
+            f"elbo={self.elbo}",
+            f"guide={self.guide}",
+            f"components={est.components}",
+            f"coefficients={len(getattr(est, 'coef_names_', ()) or ())}",
+            f"dim={getattr(est, 'n_features_in_', '?')}",
+        ]
+        training = self.header.get("training_data") or {}
+        n = training.get("n_train", training.get("n"))
+        if n is not None:
+            facts.append(f"n_train={n}")
+        facts.append(f"embedder={self.embedder}" if self.embedder else "embedder=unknown")
+        return f"{type(self).__name__}({', '.join(facts)})"
+
 
 def _arrays_of(est: VariationalSpamClassifier) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     feat, feat_meta = est.feature_pipeline_.to_arrays()

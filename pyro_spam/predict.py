@@ -126,7 +126,7 @@ def embed_for_model(
                 "pass them with --embeddings FILE.npz (keys X and, optionally, msg)"
             )
         emb = saved.embedding
-        encoder = embed.load_encoder(name, max_length=emb.get("max_length"), normalize=emb.get("normalize"))
+        encoder = embed.load_encoder(name, max_length=emb.get("max_length"), normalize=emb.get("normalize"), progress=progress)
     d_model = int(saved.estimator.n_features_in_)
     if encoder.dim != d_model:
         raise ModelFileError(
@@ -294,7 +294,7 @@ def embed_message_file(
     out = Path(out)
     if not out.parent.is_dir():
         raise DataError(f"cannot write {out}: folder {out.parent} does not exist")
-    enc = encoder if isinstance(encoder, embed.Encoder) else embed.load_encoder(encoder)
+    enc = encoder if isinstance(encoder, embed.Encoder) else embed.load_encoder(encoder, progress=progress)
     X = embed.embed_texts(messages, enc, batch_size=batch_size, progress=progress)
     meta = {**embed.build_meta(enc, source=path), "dtype": dtype, "n": len(messages), "dim": enc.dim, "labels": "none"}
     write_npz(
