@@ -412,11 +412,13 @@ approx = {
 lb = leaderboard(fs.X_train, fs.y_train, fs.X_test, fs.y_test, approx, nuts_draws=flat, nuts_seconds=float(res.seconds.sum()),
                  n_draws=1000, seed=SEED + 1, coef_names=fs.coef_names, loglik_fn=loglik_sum)
 board = pd.DataFrame([{"approximation": r["name"], "ELBO": r.get("elbo"), "k̂ median": r.get("khat_median"),
-                       "k̂ range": r.get("khat_range"), "sd/NUTS min": r.get("sd_ratio_min"),
-                       "sd/NUTS max": r.get("sd_ratio_max"), "max |Δmean|/sd": r.get("mean_shift_max_in_sd"),
-                       "max W1/sd": r.get("w1_max_in_sd"), "ρ pair": r.get("pair_rho"), "seconds": r.get("seconds")}
+                       "k̂ range": "{:.2f}–{:.2f}".format(*r["khat_range"]) if r.get("khat_range") else "",
+                       "sd/NUTS min": r.get("sd_ratio_min"), "sd/NUTS max": r.get("sd_ratio_max"),
+                       "max |Δmean|/sd": r.get("mean_shift_max_in_sd"), "max W1/sd": r.get("w1_max_in_sd"),
+                       "ρ pair": r.get("pair_rho"), "seconds": r.get("seconds")}
                       for r in lb["rows"]]).set_index("approximation")
-board.round(3)
+# blank: does not apply (no exact ELBO for draws; NUTS is the reference, not compared with itself)
+board.map(lambda v: "" if v is None or v != v else f"{v:.3f}" if isinstance(v, float) else v)
 
 # %%
 plot_guides_pair(lb, nuts_draws=flat)

@@ -240,7 +240,7 @@ def test_run_compare_with_batch_size_writes_the_split_and_report(run_dir):
 
 def test_compare_bad_directory_is_a_user_error(tmp_path, capsys):
     """A directory without a run: PyroSpamError from Python, exit code 2 and one line from the CLI."""
-    with pytest.raises(PyroSpamError, match="holds no pyro-spam run"):
+    with pytest.raises(PyroSpamError, match=r"is not a pyro-spam run directory \(no summary.json\); make one with"):
         run_compare(tmp_path)
     assert main(["compare", str(tmp_path), "-q"]) == 2
     assert capsys.readouterr().err.startswith("pyro-spam: error:")

@@ -29,6 +29,7 @@ from ..estimator_lab import REACH_LOC_SD, REACH_SCALE_REL, estimator_variance, m
 from ..io.run_reader import read_run, read_summary
 from ..io.rundir import SUMMARY, save_figure, to_jsonable, write_json, write_npz
 from ..report import render_report
+from ..report.estimators import ranking_S
 from ..studies import FULL, QUICK, CompareSettings, model_size_sweep, prior_sensitivity
 from ..summary import primary_fit
 
@@ -172,9 +173,10 @@ def format_compare_summary(summary: Mapping[str, Any], run_dir: str | Path) -> s
     for kind, res in c["model_size"]["kinds"].items():
         lines.append(f"{kind:>10} terms: best K={res['best_k']} (lppd {max(res['lppd']):.4f}), "
                      f"one-SE K={res['one_se_k']}")
+    S = max(ranking_S(est), default=None)  # the S the report ranks at: 64, else the largest measured
     for r in est["ratios"]:
-        if r["guide"] == "fitted" and r["S"] == 16 and r["estimator"] in ("stl", "rqmc", "score"):
-            lines.append(f"gradient variance {r['estimator']} / trace at S=16, fitted guide: loc {r['loc_ratio']:.3g} "
+        if r["guide"] == "fitted" and int(r["S"]) == S and r["estimator"] in ("stl", "rqmc", "score"):
+            lines.append(f"gradient variance {r['estimator']} / trace at S={S}, fitted guide: loc {r['loc_ratio']:.3g} "
                          f"[{r['loc_lo']:.3g}, {r['loc_hi']:.3g}], log-scale {r['log_scale_ratio']:.3g} "
                          f"[{r['log_scale_lo']:.3g}, {r['log_scale_hi']:.3g}]")
     reached = [k for k, v in est["runs"].items() if v["reached"]]

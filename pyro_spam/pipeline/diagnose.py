@@ -475,6 +475,10 @@ def _guides_table(lb: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
     header += ["ρ pair", "lppd/msg", "seconds"]
     rows = []
     for r in lb["rows"]:
+        if r.get("key") == "nuts":  # the reference itself: no ELBO, no k̂, nothing to compare it with
+            rows.append([r["name"], "reference", "—", "—", "—"] + ["—"] * 4
+                        + [r.get("pair_rho"), r.get("lppd_test_per_message"), r.get("seconds")])
+            continue
         kr = r.get("khat_range") or [None, None]
         row = [r["name"], r.get("elbo"), r.get("khat_median"), kr[0], kr[1]]
         row += [r.get("sd_ratio_min"), r.get("sd_ratio_max"), r.get("mean_shift_max_in_sd"), r.get("w1_max_in_sd")] if nuts else []
@@ -568,12 +572,17 @@ def format_diagnostics(section: Mapping[str, Any], run_dir: str | Path | None = 
         lines.append(f"guide leaderboard (ρ on {pn[0]}, {pn[1]}; k̂ median [min–max]"
                      + ("; sd / NUTS sd min–max; max W1 in NUTS sd" if lb.get("reference") == "nuts" else "") + "):")
         for r in lb["rows"]:
+            tail = (f"ρ {_n(r.get('pair_rho'), '+.2f')} | lppd {_n(r.get('lppd_test_per_message'), '.4f')}/msg | "
+                    f"{_n(r.get('seconds'), '.2f')} s")
+            if r.get("key") == "nuts":  # the reference: no ELBO, no k̂, nothing to compare with
+                lines.append(f"  {r['name']:>34}: reference (no ELBO or k̂) | {tail}")
+                continue
             kr = r.get("khat_range") or [None, None]
             cmp_txt = (f" | sd ratio {_n(r.get('sd_ratio_min'), '.2f')}–{_n(r.get('sd_ratio_max'), '.2f')} | W1 {_n(r.get('w1_max_in_sd'), '.2f')}"
                        if r.get("sd_ratio_min") is not None else "")
-            lines.append(f"  {r['name']:>34}: ELBO {_n(r.get('elbo'), '.2f')} | k̂ {_n(r.get('khat_median'), '.2f')} "
-                         f"[{_n(kr[0], '.2f')}–{_n(kr[1], '.2f')}]{cmp_txt} | ρ {_n(r.get('pair_rho'), '+.2f')} | "
-                         f"lppd {_n(r.get('lppd_test_per_message'), '.4f')}/msg | {_n(r.get('seconds'), '.2f')} s")
+            elbo = "—" if r.get("elbo") is None and r.get("gaussian") is False else _n(r.get("elbo"), ".2f")
+            lines.append(f"  {r['name']:>34}: ELBO {elbo} | k̂ {_n(r.get('khat_median'), '.2f')} "
+                         f"[{_n(kr[0], '.2f')}–{_n(kr[1], '.2f')}]{cmp_txt} | {tail}")
     lines += sbc_text(section, section.get("linear_response", {}).get("coef_names") or [])
     if run_dir is not None:
         lines.append(f"diagnostics written to {run_dir} ({', '.join(section['figures'])})")

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from ..io.run_reader import summary_value
 from ..summary import Summary, elbo_label
 from .document import Figure, Para, Section, Table, f, short_value
@@ -97,19 +99,40 @@ def _value(v: Mapping[str, Any], path: str) -> Any:
     return summary_value(v, path)
 
 
+def _lr_strongest(lr: Mapping[str, Any]) -> tuple[list[str], float | None]:
+    """The most correlated pair of the linear-response covariance and its correlation, computed from
+    ``cov`` itself (the exact value the guide leaderboard quotes). Without ``cov`` (older runs):
+    ``strongest_correlation``, which pipeline/lrvb.py estimates from draws."""
+    cov = lr.get("cov")
+    try:
+        c = np.asarray(cov, dtype=float)
+        sd = np.sqrt(np.diag(c))
+        ok = c.ndim == 2 and c.shape[0] == c.shape[1] >= 2 and bool(np.all(sd > 0))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        corr = lr.get("strongest_correlation") or {}
+        return list(corr.get("pair") or ["?", "?"]), corr.get("rho")
+    r = c / np.outer(sd, sd)
+    off = np.abs(r - np.diag(np.diag(r)))
+    i, j = np.unravel_index(int(np.argmax(off)), off.shape)
+    i, j = sorted((int(i), int(j)))
+    names = list(lr.get("coef_names") or [])
+    return [str(names[k]) if k < len(names) else str(k) for k in (i, j)], float(r[i, j])
+
+
 def _lr_section(dg: Mapping[str, Any]) -> Section | None:
     lr = dg.get("linear_response")
     if not isinstance(lr, Mapping) or not lr.get("scale"):
         return None
     sec = Section("linear-response", "Linear-response correction of the mean-field fit", level=3)
-    corr = lr.get("strongest_correlation") or {}
-    pair = corr.get("pair") or ["?", "?"]
+    pair, rho = _lr_strongest(lr)
     nuts_rows = {r["name"]: r for r in summary_value(dg, "nuts/linear_response") or []}
     text = (f"Linear response (LRVB; Giordano, Broderick & Jordan 2018) turns the {lr.get('fitted_from')} fit's optimum into "
             "a full covariance, −[H⁻¹] of the exact ELBO's Hessian in (loc, log scale), at the cost of one small "
             f"Hessian (the fit was first polished to the exact optimum by L-BFGS, moving its means by at most "
             f"{f(summary_value(lr, 'polish/max_loc_shift_in_sd'), 3)} sd). It restores the correlation mean-field cannot "
-            f"represent ({' and '.join(map(str, pair))}: ρ = {f(corr.get('rho'), 2)}); k̂ of the corrected Gaussian is "
+            f"represent ({' and '.join(map(str, pair))}: ρ = {f(rho, 2)}); k̂ of the corrected Gaussian is "
             f"**{_khat_text(lr)}** against {_khat_text(dg)} for mean-field; held-out lppd "
             f"{f(lr.get('lppd_test_per_message'), 4)} per message; PSIS-LOO corrected {f(summary_value(lr, 'loo_corrected/elpd'), 1)}, "
             f"naive {f(summary_value(lr, 'loo_naive/elpd'), 1)}.")

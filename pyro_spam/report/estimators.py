@@ -340,7 +340,9 @@ def _split(est: Mapping[str, Any]) -> str | None:
              f"at S = {tr_rows[0]['S']} and {pct(tr['subsampling_share_log_scale'])} at S = {S}, so variance reduction "
              "still pays for the scales.")
     if low:
-        text += (f" {code_list(list(low))} stay Monte Carlo-dominated: their own noise exceeds the subsampling noise (subsampling "
+        one = len(low) == 1
+        text += (f" {code_list(list(low))} {'stays' if one else 'stay'} Monte Carlo-dominated: {'its' if one else 'their'} own "
+                 "noise exceeds the subsampling noise (subsampling "
                  + ", ".join(f"{pct(r['subsampling_share_loc'])} for `{k}`" for k, r in low.items()) + ").")
     return text
 
@@ -363,7 +365,8 @@ def _runs(est: Mapping[str, Any]) -> str | None:
         text += (": " + ", ".join(f"`{k}` in {f(r['seconds'], 1)} s ({r['steps']} steps)" for k, r in conv.items())
                  + f"; the fastest converged fit is `{fastest[0]}`")
     if budget:
-        text += f". {code_list(budget)} used the whole step budget (their times are lower bounds)"
+        text += (f". {code_list(budget)} used the whole step budget ("
+                 + ("its time is a lower bound)" if len(budget) == 1 else "their times are lower bounds)"))
     rr = est.get("reach") or {}
     crit = (f" (every loc within {g(rr['loc_sd'], 2)} posterior sd, every scale within {pct(rr['scale_rel'], 0)})"
             if "loc_sd" in rr and "scale_rel" in rr else "")

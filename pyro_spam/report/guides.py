@@ -14,10 +14,12 @@ from typing import Any
 
 from .document import Figure, Para, Section, Table, f
 
-__all__ = ["GUIDES_FIGURE", "guides_section", "guides_text"]
+__all__ = ["GUIDES_FIGURE", "NA", "guides_section", "guides_text"]
 
 GUIDES_FIGURE = "guides_pair.png"
 _KHAT_WORDS = "k̂ < 0.5 good, 0.5–0.7 usable, > 0.7 unreliable"
+NA = "—"
+"""A leaderboard cell that does not apply to its row (as opposed to ``n/a``: a value that is missing)."""
 
 
 def _num(v: Any) -> float | None:
@@ -33,6 +35,11 @@ def _worst_log_ratio(r: Mapping[str, Any]) -> float:
 def _range(r: Mapping[str, Any], lo: str, hi: str, d: int = 2) -> str:
     a, b = _num(r.get(lo)), _num(r.get(hi))
     return "n/a" if a is None or b is None else f"{f(a, d)}–{f(b, d)}"
+
+
+def _no_elbo(r: Mapping[str, Any]) -> bool:
+    """Whether the exact ELBO does not apply to a row (draws, not a Gaussian: NUTS, PSIS resampling)."""
+    return r.get("key") == "nuts" or (r.get("gaussian") is False and _num(r.get("elbo")) is None)
 
 
 def _khat_cell(r: Mapping[str, Any]) -> str:
@@ -52,7 +59,11 @@ def guides_text(lb: Mapping[str, Any]) -> list[str]:
     nuts = next((r for r in rows if r.get("key") == "nuts"), None)
     main = next((r for r in approx if r.get("key") == f"fit:{lb.get('primary')}"), approx[0])
     out = []
-    intro = (f"{len(approx)} approximations of the posterior on the same numbers: exact ELBO (Gauss–Hermite, no Monte Carlo "
+    n = len(approx)
+    what = f"{n} approximation{'s' if n != 1 else ''} of the posterior"
+    if nuts is not None:
+        what += f" and the NUTS reference {'they are' if n != 1 else 'it is'} judged against"
+    intro = (f"{what}, one row each, on the same numbers: exact ELBO (Gauss–Hermite, no Monte Carlo "
              f"error; Gaussian rows only), PSIS k̂ as an importance sampler (median and range over {lb.get('repeats')} sets "
              f"of {lb.get('n_draws')} draws: one k̂ varies by about ±0.1), held-out lppd from draws and wall time.")
     if nuts is None:
@@ -127,15 +138,22 @@ def guides_section(dg: Mapping[str, Any], figures: Sequence[str] = ()) -> Sectio
     header += [f"ρ({pn[0]}, {pn[1]})", "held-out lppd/msg", "time (s)"]
     table = []
     for r in rows:
-        cells = [str(r.get("name")), str(r.get("kind")), f(r.get("elbo"), 2), f(r.get("khat_median"), 2), _khat_cell(r),
-                 str(r.get("khat_reading") or "n/a")]
+        ref = r.get("key") == "nuts"
+        elbo = NA if _no_elbo(r) else f(r.get("elbo"), 2)
+        cells = [str(r.get("name")), str(r.get("kind")), elbo]
+        cells += [NA, NA, "reference"] if ref else [f(r.get("khat_median"), 2), _khat_cell(r), str(r.get("khat_reading") or "n/a")]
         if has_nuts:
-            cells += [_range(r, "sd_ratio_min", "sd_ratio_max"), f(r.get("mean_shift_max_in_sd"), 2), f(r.get("w1_max_in_sd"), 2)]
+            cells += [NA] * 3 if ref else [_range(r, "sd_ratio_min", "sd_ratio_max"), f(r.get("mean_shift_max_in_sd"), 2),
+                                           f(r.get("w1_max_in_sd"), 2)]
         cells += [f(r.get("pair_rho"), 2), f(r.get("lppd_test_per_message"), 4), f(r.get("seconds"), 2)]
         table.append(cells)
+    why = (["the exact ELBO is defined for Gaussian rows only"] if any(_no_elbo(r) for r in rows) else []) + (
+        ["NUTS, the reference, has no density to compute k̂ from and is not compared with itself"]
+        if any(r.get("key") == "nuts" for r in rows) else [])
     sec.blocks.append(Table(header, table, caption=(
         "Gaussian rows use their exact mean and covariance; PSIS resampling and NUTS use their draws. Time: what it takes to "
-        "obtain the approximation (a correction includes the fit it corrects).")))
+        "obtain the approximation (a correction includes the fit it corrects)."
+        + (f" {NA}: does not apply ({'; '.join(why)})." if why else ""))))
     if has_nuts:
         names = list(lb.get("coef_names") or [])
         approx = [r for r in rows if r.get("key") != "nuts" and r.get("sd_ratio")]

@@ -20,7 +20,7 @@ from .diagnostics import diagnostics_sections, flatten
 from .document import Block, Bullets, Figure, Para, Section, Table, code_list, f, g, pct, short_value, word_count
 from .estimators import estimator_headline, estimator_insight, estimator_sections
 
-__all__ = ["build_sections", "reproduce_args", "reproduce_command", "unflagged_settings", "writeup"]
+__all__ = ["build_sections", "follow_up_commands", "reproduce_args", "reproduce_command", "unflagged_settings", "writeup"]
 
 
 # ---------------------------------------------------------------- sections
@@ -292,6 +292,14 @@ def _uncertainty_block(ev: EvaluationSection, s: Summary) -> Section:
         table], level=3)
 
 
+def _verdicts(vi: str, lr: str) -> str:
+    """The calibration verdicts of the posterior predictive and the MAP in one clause, the verdict
+    said once when both share it."""
+    if vi == lr:
+        return f"both the posterior predictive and the MAP are {vi}"
+    return f"the posterior predictive is {vi}, while the MAP is {lr}"
+
+
 def _calibration_block(ev: EvaluationSection, s: Summary) -> Section:
     """Evaluation 3: calibration against label noise and the MAP logistic regression."""
     cal = ev["calibration"]
@@ -312,8 +320,8 @@ def _calibration_block(ev: EvaluationSection, s: Summary) -> Section:
         f"the same features (C = s² = {g(ps, 3)}, i.e. the MAP estimate of the same model) has ECE {f(lr['ece'], 4)}. "
         f"A perfectly calibrated predictor with these probabilities would show ECE {f(vi['ece_null']['mean'], 4)} on "
         f"average and up to {f(vi['ece_null']['q95'], 4)} (95th percentile of {vi['ece_null']['n_sim']} simulations) "
-        f"from the randomness of {sum(counts):,} test labels, so the posterior predictive is {verdict(vi)}, and the "
-        f"MAP is {verdict(lr)}. The largest bin gap ({f(abs(vi['freq'][worst] - vi['mean_p'][worst]), 3)}) is in the "
+        f"from the randomness of {sum(counts):,} test labels, so {_verdicts(verdict(vi), verdict(lr))}. The largest bin "
+        f"gap ({f(abs(vi['freq'][worst] - vi['mean_p'][worst]), 3)}) is in the "
         f"bin {f(vi['edges'][worst], 1)}–{f(vi['edges'][worst + 1], 1)}, which holds only {counts[worst]} messages. "
         f"The two predictors differ by at most {f(cal['max_abs_diff_p'], 3)} in p(spam) on any message, and score "
         f"held-out lppd {f(vi['lppd_per_message'], 4)} vs {f(lr['lppd_per_message'], 4)} and Brier {f(vi['brier'], 4)} "
@@ -481,6 +489,25 @@ def _compare_sections(s: Summary) -> list[Section]:
     return [sec6, sec7]
 
 
+def _calibration_insight(vi: Mapping[str, Any], lr: Mapping[str, Any] | None) -> str:
+    """The write-up's calibration sentence: the posterior predictive against label noise, and the MAP
+    logistic regression beside it (when the summary has it)."""
+    good = vi["ece"] <= vi["ece_null"]["q95"]
+    text = (f"Calibration is good (ECE {f(vi['ece'], 3)}, within label noise up to {f(vi['ece_null']['q95'], 3)})" if good
+            else f"Calibration is imperfect (ECE {f(vi['ece'], 3)} above the noise level {f(vi['ece_null']['q95'], 3)})")
+    if not lr or "ece_null" not in lr:
+        return text + "."
+    lr_good = lr["ece"] <= lr["ece_null"]["q95"]
+    if good and lr_good:
+        return (text + f", and so is the MAP logistic regression's (ECE {f(lr['ece'], 3)}): with this much data, posterior "
+                "averaging changes little.")
+    if good:
+        return text + f", better than the MAP logistic regression's (ECE {f(lr['ece'], 3)}, above its noise level)."
+    if lr_good:
+        return text + f", while the MAP logistic regression's is within label noise (ECE {f(lr['ece'], 3)})."
+    return text + f", and so is the MAP logistic regression's (ECE {f(lr['ece'], 3)})."
+
+
 def writeup(s: Summary) -> str:
     """The 100–500-word write-up (motivation, implementation, insights) from this run's numbers, as Markdown."""
     d = s["data"]
@@ -500,9 +527,24 @@ def writeup(s: Summary) -> str:
         "p(spam), and the entropy decomposition H[E p] = E H[p] + I(y; w) into aleatoric and epistemic parts; a "
         "reliability diagram with ECE, judged against ECEs simulated under perfect calibration and against "
         "scikit-learn's MAP logistic regression; and accuracy versus coverage when the most uncertain messages are "
-        "deferred. Refits, warm-started, vary the prior scale and the model size; repeated ELBO evaluations at fixed "
-        "guide parameters measure estimator variance."
+        "deferred."
     )
+    cmp_ = s.get("compare")
+    est = s.get("estimators")
+    has_est = bool(est and est.get("table"))
+    if cmp_ and has_est:
+        impl += (" Refits, warm-started, vary the prior scale and the model size; repeated ELBO evaluations at fixed "
+                 "guide parameters measure estimator variance.")
+    elif cmp_:
+        impl += " Refits, warm-started, vary the prior scale and the model size."
+    elif has_est:
+        impl += " Repeated ELBO evaluations at fixed guide parameters measure estimator variance."
+    if not cmp_ or not has_est:
+        missing = [what for what, done in (("the prior-scale and model-size sweeps", cmp_),
+                                           ("the ELBO-estimator comparison", has_est)) if not done]
+        what = " and ".join(missing)
+        verb = "is" if missing == ["the ELBO-estimator comparison"] else "are"
+        impl += f" {what[0].upper() + what[1:]} {verb} not computed yet (`pyro-spam compare` adds {'it' if verb == 'is' else 'them'})."
     ins = ["**Insights.**"]
     if ev:
         w, u, c = ev["weights"], ev["uncertainty"], ev["calibration"]["models"]["vi"]
@@ -513,17 +555,11 @@ def writeup(s: Summary) -> str:
                    "deferring the 10 % most uncertain messages raises accuracy from "
                    f"{pct(ev['selective']['total']['full_accuracy'])} to "
                    f"{pct(ev['selective']['total']['accuracy_at']['0.90'])}.")
-        ins.append(f"Calibration is good (ECE {f(c['ece'], 3)}, within label noise up to {f(c['ece_null']['q95'], 3)})"
-                   if c["ece"] <= c["ece_null"]["q95"] else
-                   f"Calibration is imperfect (ECE {f(c['ece'], 3)} above the noise level "
-                   f"{f(c['ece_null']['q95'], 3)})")
-        ins[-1] += (", but the MAP logistic regression is as well calibrated: with this much data, posterior averaging "
-                    "changes little.")
+        ins.append(_calibration_insight(c, ev["calibration"]["models"].get("sklearn")))
         cw = ev["qualitative"]["confidently_wrong"]
         if cw:
             ins.append("The confidently wrong messages have narrow intervals: the remaining errors come from the "
                        "features, not the weights.")
-    cmp_ = s.get("compare")
     if cmp_:
         kinds = cmp_["model_size"]["kinds"]
         if "linear" in kinds and "polynomial" in kinds:
@@ -534,8 +570,7 @@ def writeup(s: Summary) -> str:
         cost = next((f"{-r['diff_vs_1']:.3f}" for r in rows if r["prior_scale"] == 0.1 and "diff_vs_1" in r), "n/a")
         ins.append("Prior scales of 1 and 10 predict alike; 0.1 shrinks the weights and costs " + cost
                    + " nats per message.")
-    est = s.get("estimators")
-    insight = estimator_insight(est) if est and est.get("table") else None
+    insight = estimator_insight(est) if has_est else None
     if insight:
         ins.append(insight)
     return "\n\n".join([motivation, impl, " ".join(ins)])
@@ -663,21 +698,114 @@ def reproduce_command(config: Mapping[str, Any], out: str | Path) -> str:
     return shlex.join(["pyro-spam", "run", *reproduce_args(config), "--out", str(out)])
 
 
+# Defaults of the `pyro-spam diagnose` options the Reproduce section prints only when a run's recorded
+# value differs (the report imports no CLI code; tests/test_report_wording.py checks them against the parser).
+_DIAGNOSE_DEFAULTS = {"--chains": 2, "--warmup": 500, "--nuts-draws": 1000, "--sims": 200, "--sbc-draws": 1000,
+                      "--sbc-optimizer": "lbfgs"}
+# SBC settings no `pyro-spam diagnose` option sets, at their defaults (pyro_spam.calibration.SbcSettings).
+_SBC_UNFLAGGED = {"levels": [0.5, 0.9], "max_redraws": 100, "grad_tol": 0.0001, "quad_nodes": 16}
+
+
+def _flag(flag: str, value: Any) -> list[str]:
+    """``[flag, value]`` when ``value`` is recorded and differs from the option's default, else ``[]``."""
+    return [] if value is None or value == _DIAGNOSE_DEFAULTS[flag] else [flag, str(value)]
+
+
+def _run_seed(s: Summary) -> Any:
+    meta = s.get("meta", {})
+    return ((meta.get("config") or {}).get("train") or {}).get("seed", meta.get("seed"))
+
+
+def _nuts_command(s: Summary, name: str) -> tuple[list[str], str] | None:
+    """``pyro-spam diagnose NAME --nuts`` with the options the recorded NUTS run differs in; ``None``
+    when the summary holds no NUTS run or does not record its settings."""
+    n = (s.get("diagnostics") or {}).get("nuts")
+    if not isinstance(n, Mapping) or not all(k in n for k in ("chains", "warmup", "draws_per_chain")):
+        return None
+    args = ["pyro-spam", "diagnose", name, "--nuts", *_flag("--chains", n["chains"]), *_flag("--warmup", n["warmup"]),
+            *_flag("--nuts-draws", n["draws_per_chain"])]
+    seed = n.get("seed")
+    if isinstance(seed, int) and seed >= 0 and seed != _run_seed(s):
+        args += ["--seed", str(seed)]
+    note = "" if n.get("full_mass", True) else " (the run used a diagonal mass matrix, which no option sets)"
+    return args, note
+
+
+def _sbc_commands(s: Summary, name: str) -> list[tuple[list[str], str]]:
+    """``pyro-spam diagnose NAME --sbc …`` for the recorded SBC studies (one command when both share
+    their settings), each with a note on settings no option sets."""
+    dg = s.get("diagnostics") or {}
+    studies = {}
+    for study, key in (("prior", "sbc"), ("posterior", "posterior_sbc")):
+        st = summary_value(dg, f"{key}/info/settings") if isinstance(dg, Mapping) else None
+        if isinstance(st, Mapping):
+            studies[study] = st
+
+    def options(st: Mapping[str, Any]) -> list[str]:
+        out = [*_flag("--sims", st.get("sims")), *_flag("--sbc-draws", st.get("draws")),
+               *_flag("--sbc-optimizer", st.get("optimizer"))]
+        seed = st.get("seed")
+        return out + (["--seed", str(seed)] if seed is not None and seed != _run_seed(s) else [])
+
+    def note(st: Mapping[str, Any]) -> str:
+        extra = {k: st[k] for k, v in _SBC_UNFLAGGED.items() if k in st and st[k] != v}
+        return (" (it also set " + ", ".join(f"`{k} = {v!r}`" for k, v in extra.items())
+                + ", which no option sets)") if extra else ""
+
+    if len(studies) == 2 and options(studies["prior"]) == options(studies["posterior"]) and \
+            note(studies["prior"]) == note(studies["posterior"]):
+        st = studies["prior"]
+        return [(["pyro-spam", "diagnose", name, "--sbc", *options(st)], note(st))]
+    return [(["pyro-spam", "diagnose", name, "--sbc", study, *options(st)], note(st)) for study, st in studies.items()]
+
+
+def follow_up_commands(s: Summary, name: str) -> list[str]:
+    """The commands that added NUTS, SBC and the compare results to the run directory ``name``, as
+    Markdown (code spans plus notes), from what summary.json records about them; ``[]`` for a plain
+    run. Posterior SBC follows NUTS when it used the NUTS draws as its reference, else precedes it."""
+    cmds: list[tuple[list[str], str]] = []
+    nuts = _nuts_command(s, name)
+    sbc = _sbc_commands(s, name)
+    reference = str(summary_value(s.get("diagnostics") or {}, "posterior_sbc/info/reference") or "")
+    sbc_first = bool(sbc) and bool(reference) and not reference.startswith("the run's NUTS draws")
+    cmds += sbc if sbc_first else []
+    cmds += [nuts] if nuts else []
+    cmds += [] if sbc_first else sbc
+    cmp_ = s.get("compare")
+    if cmp_:
+        st = cmp_.get("settings", {})
+        args = ["pyro-spam", "compare", name, *(["--quick"] if cmp_.get("quick") else []),
+                "--optimizer", str(st.get("sweep_optimizer", "adam"))]
+        if st.get("split_batch_size") is not None:
+            args += ["--batch-size", str(st["split_batch_size"])]
+        cmds.append((args, ""))
+    return [f"`{shlex.join(args)}`{note}" for args, note in cmds]
+
+
 def _reproduce_section(s: Summary, name: str) -> Section:
-    """The command that reproduces the run, package versions and timings."""
+    """The command that reproduces the run (and what was added to it since), package versions and timings.
+
+    summary.json does not record the path the run was written to, only the configuration: the
+    command names the directory by ``name`` (the run directory's name) and says so.
+    """
     meta = s.get("meta", {})
     cfg = meta.get("config", {})
-    blocks: list[Block] = [Para("Same seed, same numbers. The run was made with:"), Para(f"`{reproduce_command(cfg, name)}`")]
+    follow = follow_up_commands(s, name)
+    also = " (and the commands after it)" if follow else ""
+    blocks: list[Block] = [
+        Para(f"Same seed, same numbers. The run's settings as a command; `{shlex.quote(name)}` is this run directory's "
+             "name, not necessarily the path it was written to (summary.json does not record that), so give `--out`"
+             f"{also} the path where the repeat should go:"),
+        Para(f"`{reproduce_command(cfg, name)}`")]
     extra = unflagged_settings(cfg)
     if extra:
         settings = ", ".join(f"`{k} = {v!r}`" for k, v in extra.items())
         blocks.append(Para(f"It also set {settings}, which no `pyro-spam run` option sets: the command above does not repeat "
                            "them; `pyro_spam.run(out, config=summary['meta']['config'])` repeats the whole configuration."))
-    if s.get("compare"):
-        quick = " --quick" if s["compare"].get("quick") else ""
-        st = s["compare"].get("settings", {})
-        split = f" --batch-size {st['split_batch_size']}" if st.get("split_batch_size") is not None else ""
-        blocks.append(Para(f"followed by `pyro-spam compare {name}{quick} --optimizer {st.get('sweep_optimizer', 'adam')}{split}`."))
+    if len(follow) == 1:
+        blocks.append(Para(f"followed by {follow[0]}."))
+    elif follow:
+        blocks += [Para("followed by:"), Bullets(follow)]
     vers = meta.get("versions", {})
     if vers:
         blocks.append(Table(["package", "version"], [[k, str(v)] for k, v in vers.items()]))
