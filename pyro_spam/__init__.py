@@ -6,11 +6,12 @@ mean-field guide → SVI → posterior draws → evaluation → run directory.
 The library in one import (``import pyro_spam`` itself loads no torch, Pyro or ArviZ: each name
 below imports its module on first use)::
 
-    from pyro_spam import VariationalSpamClassifier, load_default, load_inference_data, load_model, run
+    from pyro_spam import VariationalSpamClassifier, load_default, load_inference_data, load_model, predict_messages, run
 
 - :class:`VariationalSpamClassifier`: the scikit-learn estimator (``fit``, ``predict_proba``, ``predict_interval``).
 - :func:`run`: ``pyro-spam run`` as a function: a whole run directory, its ``summary.json`` returned.
 - :func:`load_model`: read a model file (``model_<elbo>.npz``) written by a run or by ``save``.
+- :func:`predict_messages`: ``pyro-spam predict`` as a function: score raw texts with a run's model.
 - :func:`load_default`: the shipped data set (MiniLM embeddings of the SMS Spam Collection).
 - :func:`load_inference_data`: a run's ``posterior_<elbo>.nc`` as ArviZ InferenceData, with the
   log-likelihood group the file leaves out rebuilt (``az.loo`` needs it).
@@ -30,10 +31,12 @@ _LAZY = {
     "load_model": "pyro_spam.estimator",
     "load_default": "pyro_spam.data",
     "load_inference_data": "pyro_spam.api",
+    "predict_messages": "pyro_spam.predict",
     "run": "pyro_spam.api",
 }
 
-__all__ = ["VariationalSpamClassifier", "__version__", "load_default", "load_inference_data", "load_model", "run"]
+__all__ = ["VariationalSpamClassifier", "__version__", "load_default", "load_inference_data", "load_model", "predict_messages",
+           "run"]
 
 
 def __getattr__(name: str) -> Any:

@@ -340,6 +340,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .data import load_npz
 
     t0 = time.perf_counter()
+    if args.out.is_file():
+        print(f"pyro-spam: note: {args.out} exists and will be replaced", file=sys.stderr)
     if args.collection is not None:
         from .embed import embed_collection
 

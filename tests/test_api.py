@@ -24,7 +24,8 @@ from .conftest import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORTED = {"VariationalSpamClassifier": "pyro_spam.estimator", "load_model": "pyro_spam.estimator",
-            "load_default": "pyro_spam.data", "load_inference_data": "pyro_spam.api", "run": "pyro_spam"}
+            "load_default": "pyro_spam.data", "load_inference_data": "pyro_spam.api", "run": "pyro_spam",
+            "predict_messages": "pyro_spam.predict"}
 
 
 def test_import_is_cheap():

@@ -254,3 +254,21 @@ def test_minilm_obvious_examples(tmp_path: Path) -> None:
     prize, lunch = rep.predictions
     assert prize.p_spam > 0.5 and prize.verdict == "spam"
     assert lunch.p_spam < 0.5 and lunch.verdict == "ham"
+
+    # the docstring example of pyro_spam.predict_messages, on this model placed as runs/demo's
+    import doctest
+    import os
+
+    import pyro_spam
+
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    path.rename(tmp_path / "runs" / "demo" / "model_meanfield.npz")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        for test in doctest.DocTestFinder(recurse=False).find(pyro_spam.predict_messages, globs={}):
+            runner.run(test)
+    finally:
+        os.chdir(cwd)
+    assert runner.failures == 0 and runner.tries >= 4
