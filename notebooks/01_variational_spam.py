@@ -15,7 +15,7 @@
 # %% [markdown]
 # # 01 · Variational inference for SMS spam detection — the course walk-through
 #
-# This notebook follows the course assignment step by step with `pyro_spam`'s public API: load
+# This notebook follows the course assignment step by step with `pyro_spam`'s building blocks: load
 # sentence embeddings of the UCI SMS Spam Collection, reduce them to K PCA components, define the
 # polynomial logistic model, write down the ELBO with an analytic and a Monte Carlo KL, train a
 # mean-field Gaussian guide with Pyro's SVI, and evaluate the result in a way that uses the
