@@ -340,8 +340,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .data import load_npz
 
     t0 = time.perf_counter()
-    if args.out.is_file():
-        print(f"pyro-spam: note: {args.out} exists and will be replaced", file=sys.stderr)
+    replaced = ", replacing the file that was there" if args.out.is_file() else ""
     if args.collection is not None:
         from .embed import embed_collection
 
@@ -350,13 +349,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
                                build_command=f"pyro-spam embed --collection {args.collection} --encoder {args.encoder} --dtype {args.dtype}")
         ds = load_npz(out)
         print(f"wrote {out}: {ds.n} messages ({int(ds.y.sum())} spam) × {ds.dim} dims, embedder {ds.embedder}, "
-              f"{args.dtype}, {time.perf_counter() - t0:.1f} s; train on it with: pyro-spam run --data {out}")
+              f"{args.dtype}, {time.perf_counter() - t0:.1f} s{replaced}; train on it with: pyro-spam run --data {out}")
     else:
         from .predict import embed_message_file
 
         out = embed_message_file(args.messages, args.out, args.encoder, dtype=args.dtype, batch_size=args.batch_size,
                                  progress=not args.quiet)
-        print(f"wrote {out} ({args.dtype}, {time.perf_counter() - t0:.1f} s); score it with: "
+        print(f"wrote {out} ({args.dtype}, {time.perf_counter() - t0:.1f} s{replaced}); score it with: "
               f"pyro-spam predict RUN_DIR --embeddings {out}")
     return 0
 

@@ -148,6 +148,9 @@ def test_embed_messages_then_predict_embeddings(pipeline_run: dict[str, Any], ti
     txt.write_text("\n".join(NEW) + "\n", encoding="utf-8")
     emb = tmp / "new.npz"
     assert main(["embed", "--messages", str(txt), "--encoder", str(tiny_encoder_dir), "--out", str(emb), "-q"]) == 0
+    assert "replacing" not in capsys.readouterr().out
+    assert main(["embed", "--messages", str(txt), "--encoder", str(tiny_encoder_dir), "--out", str(emb), "-q"]) == 0
+    assert "replacing the file that was there" in capsys.readouterr().out  # a second run says it replaced the first
     with np.load(emb, allow_pickle=False) as npz:
         assert "y" not in npz.files and str(npz["embedder"]) == str(tiny_encoder_dir)
     via_file = _json_predict(capsys, str(pipeline_run["run"]), "--embeddings", str(emb))
