@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 # Public name → the module defining it, imported on first access (PEP 562). The modules are named by
 # string, not imported here: they import ``__version__`` from this package, which by then is complete.

@@ -21,8 +21,8 @@ def _run_config(config: Any, options: Mapping[str, Any]) -> Any:
 
     if config is None:
         config = RunConfig()
-    elif isinstance(config, Mapping):
-        config = RunConfig.from_dict(config)
+    elif isinstance(config, Mapping):  # a saved configuration: settings it predates get the values it used
+        config = RunConfig.from_saved(config)
     elif not isinstance(config, RunConfig):
         raise TypeError(f"config must be a RunConfig, a mapping like summary['meta']['config'] or None (got {type(config).__name__})")
     sections: dict[str, dict[str, Any]] = {"features": {}, "train": {}, "": {}}
@@ -65,7 +65,9 @@ def run(out: str | Path, config: Any = None, *, overwrite: bool = False, progres
         The run directory to write (created atomically: all files or none).
     config : RunConfig, mapping or None, default=None
         The run configuration: a :class:`pyro_spam.config.RunConfig`, a mapping as stored in a run's
-        ``summary["meta"]["config"]`` (repeats that run), or None for the defaults of ``pyro-spam run``.
+        ``summary["meta"]["config"]`` (repeats that run: read with :meth:`RunConfig.from_saved`, so a
+        setting added after the run was made takes the value the run used), or None for the defaults
+        of ``pyro-spam run``.
     overwrite : bool, default=False
         Replace an existing run directory ``out``.
     progress : bool, default=False

@@ -123,7 +123,14 @@ class TrainConfig:
         the ELBO trace (``window``, ``tol``, ``lr_decays``), which gradient noise can fake; kept
         for comparison.
     lr : float, default=0.1
-        Initial Adam learning rate; divided by 10 at each plateau (``lr_decays`` times).
+        Initial Adam learning rate; the iterate rule multiplies it by 0.3 at each decay, the
+        plateau rule divides it by 10 at each plateau (``lr_decays`` times).
+    adam_beta1 : float, default=0.8
+        Adam's first-moment (momentum) decay. With 0.9 (torch's default) the momentum makes the
+        iterates ring around the optimum for ~100 steps after reaching it, and the iterate stop
+        rule, which waits for stationary iterates, stops later: on the default data 193–256 steps
+        with 0.9, 146–193 with 0.8 (``benchmarks/results/convergence_thresholds.md``). Runs saved
+        before this option existed used 0.9 (their saved configuration reads back as such).
     adam_beta2 : float, default=0.9
         Adam's second-moment decay. The default 0.999 remembers the first steps' huge gradients
         for ~1000 steps and shrinks later steps; 0.9 forgets them within ~10 steps, so the fit
@@ -156,6 +163,7 @@ class TrainConfig:
     batch_size: int | None = None
     max_steps: int = 3000
     lr: float = 0.1
+    adam_beta1: float = 0.8
     adam_beta2: float = 0.9
     lr_decays: int = 2
     window: int = 20
@@ -199,8 +207,10 @@ class TrainConfig:
             _positive("batch size", self.batch_size, integer=True)
         _positive("steps", self.max_steps, integer=True)
         _positive("learning rate", self.lr)
-        if isinstance(self.adam_beta2, bool) or not isinstance(self.adam_beta2, (int, float)) or not 0 <= self.adam_beta2 < 1:
-            raise ConfigError(f"adam_beta2 must be in [0, 1) (got {self.adam_beta2!r})")
+        for name in ("adam_beta1", "adam_beta2"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ConfigError(f"{name} must be in [0, 1) (got {value!r})")
         if isinstance(self.lr_decays, bool) or not isinstance(self.lr_decays, int) or self.lr_decays < 0:
             raise ConfigError(f"lr_decays must be a whole number >= 0 (got {self.lr_decays!r})")
         _positive("window", self.window, integer=True)
@@ -247,6 +257,14 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def from_saved(cls, d: dict[str, Any]) -> RunConfig:
+        """:meth:`from_dict` for a configuration a run wrote: settings that run did not record get the
+        value it used, not today's default (``adam_beta1``: 0.9 before pyro-spam 0.6.0)."""
+        d = dict(d)
+        d["train"] = {**LEGACY_TRAIN, **d.get("train", {})}
+        return cls.from_dict(d)
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         return cls(
             data=d.get("data"),
@@ -255,6 +273,11 @@ class RunConfig:
             elbos=tuple(d.get("elbos", ("trace", "meanfield"))),
             num_draws=d.get("num_draws", 1000),
         )
+
+
+LEGACY_TRAIN: dict[str, Any] = {"adam_beta1": 0.9}
+"""``TrainConfig`` settings added after runs were first saved, with the value those runs used
+(:meth:`RunConfig.from_saved`, and the report's reproduce command)."""
 
 
 def elbo_choice_to_types(choice: str | None, optimizer: str = "adam") -> tuple[str, ...]:

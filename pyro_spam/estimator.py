@@ -133,6 +133,8 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         Polyak–Ruppert average once it is accurate; ``"plateau"`` is v0.1's ELBO-window test.
     window : int, default=20
         ``stop="plateau"`` only: steps per convergence check.
+    adam_beta1 : float, default=0.8
+        Adam's momentum decay (see :class:`~pyro_spam.config.TrainConfig`).
     adam_beta2 : float, default=0.9
         Adam's second-moment decay (see :class:`~pyro_spam.config.TrainConfig`).
     tol : float, default=0.5
@@ -196,6 +198,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         stop: str = _TRAIN_DEFAULTS.stop,
         window: int = _TRAIN_DEFAULTS.window,
         tol: float = _TRAIN_DEFAULTS.tol,
+        adam_beta1: float = _TRAIN_DEFAULTS.adam_beta1,
         adam_beta2: float = _TRAIN_DEFAULTS.adam_beta2,
         prior_scale: float = 1.0,
         init_scale: float = 0.1,
@@ -220,6 +223,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
         self.stop = stop
         self.window = window
         self.tol = tol
+        self.adam_beta1 = adam_beta1
         self.adam_beta2 = adam_beta2
         self.prior_scale = prior_scale
         self.init_scale = init_scale
@@ -242,7 +246,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
                 guide=self.guide, rank=self.rank,
                 particles=self.particles, batch_size=self.batch_size,
                 max_steps=self.steps, lr=self.lr, lr_decays=self.lr_decays, stop=self.stop, window=self.window, tol=self.tol,
-                adam_beta2=self.adam_beta2, prior_scale=self.prior_scale, init_scale=self.init_scale, seed=self.seed,
+                adam_beta1=self.adam_beta1, adam_beta2=self.adam_beta2, prior_scale=self.prior_scale, init_scale=self.init_scale, seed=self.seed,
             )
 
     @classmethod
@@ -254,7 +258,7 @@ class VariationalSpamClassifier(ClassifierMixin, BaseEstimator):
             "elbo": elbo, "optimizer": t.optimizer, "grad_tol": t.grad_tol, "guide": t.guide, "rank": t.rank,
             "engine": t.engine, "particles": t.particles, "batch_size": t.batch_size,
             "steps": t.max_steps, "lr": t.lr, "lr_decays": t.lr_decays, "stop": t.stop, "window": t.window, "tol": t.tol,
-            "adam_beta2": t.adam_beta2, "prior_scale": t.prior_scale, "init_scale": t.init_scale, "seed": t.seed,
+            "adam_beta1": t.adam_beta1, "adam_beta2": t.adam_beta2, "prior_scale": t.prior_scale, "init_scale": t.init_scale, "seed": t.seed,
             "num_draws": config.num_draws, "progress": False,
         }
 

@@ -204,3 +204,23 @@ def test_fit_does_not_import_dynamo():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("engine", ["svi", "manual"])
+def test_both_engines_use_the_configured_adam_betas(data, engine, monkeypatch):
+    """``adam_beta1``/``adam_beta2`` reach the Adam of either engine."""
+    from pyro_spam.training import fit, manual, svi
+
+    made: list[tuple[float, float]] = []
+
+    class Recording(Adam):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+            made.append(tuple(betas))
+            super().__init__(params, lr=lr, betas=betas, eps=eps)
+
+    monkeypatch.setattr(manual if engine == "manual" else svi, "Adam", Recording)
+    x, y = data
+    for beta1 in (TrainConfig().adam_beta1, 0.5):
+        made.clear()
+        fit(x, y, TrainConfig(engine=engine, max_steps=3, adam_beta1=beta1, adam_beta2=0.95))
+        assert made and set(made) == {(beta1, 0.95)}

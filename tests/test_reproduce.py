@@ -167,3 +167,35 @@ def test_reproduce_command_repeats_the_run_bit_for_bit(tmp_path, monkeypatch):
         assert (first / name).read_bytes() == (second / name).read_bytes()
     assert seconds < 10, f"the first run took {seconds:.1f} s"
     assert dataclasses.asdict(config_of(args)) == dataclasses.asdict(config_of(argv))
+
+
+def test_saved_configuration_without_adam_beta1_reads_back_as_the_09_it_used():
+    """Runs saved before pyro-spam 0.6.0 used Adam β1 0.9 without recording it: reading their
+    configuration back (diagnose, compare, --resume) keeps 0.9, a new configuration gets the 0.8
+    default, and the report names the setting the reproduce command cannot set."""
+    old = RunConfig().to_dict()
+    del old["train"]["adam_beta1"]
+    assert RunConfig.from_saved(old).train.adam_beta1 == 0.9
+    assert RunConfig.from_dict(old).train.adam_beta1 == TrainConfig().adam_beta1 == 0.8
+    assert RunConfig.from_saved(RunConfig(train=TrainConfig(adam_beta1=0.7)).to_dict()).train.adam_beta1 == 0.7
+    assert unflagged_settings(old) == {"adam_beta1": 0.9}
+    assert unflagged_settings(RunConfig().to_dict()) == {}
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, True, "0.8", float("nan")])
+def test_adam_beta1_must_be_in_0_1(bad):
+    from pyro_spam.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="adam_beta1 must be in"):
+        TrainConfig(adam_beta1=bad)
+
+
+def test_api_run_reads_a_mapping_as_a_saved_configuration():
+    """``pyro_spam.run(out, config=old_summary_config)`` repeats the old run's β1 0.9."""
+    from pyro_spam.api import _run_config
+
+    old = RunConfig().to_dict()
+    del old["train"]["adam_beta1"]
+    assert _run_config(old, {}).train.adam_beta1 == 0.9
+    assert _run_config(RunConfig().to_dict(), {}).train.adam_beta1 == 0.8
+    assert _run_config(old, {"adam_beta1": 0.7}).train.adam_beta1 == 0.7

@@ -330,7 +330,7 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
     meta = _read_meta(run_dir)
     path = run_dir / CHECKPOINT_JSON
     try:
-        config = RunConfig.from_dict(meta["config"])
+        config = RunConfig.from_saved(meta["config"])
         feats = meta["features"]
         k = int(feats["k"])
         arrays = _read_arrays(run_dir, str(meta["npz_sha256"]))

@@ -106,7 +106,7 @@ def read_run(run_dir: str | Path) -> RunDirectory:
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     try:
-        config = RunConfig.from_dict(summary["meta"]["config"])
+        config = RunConfig.from_saved(summary["meta"]["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{run_dir / SUMMARY} has no usable run configuration ({exc})") from None
     path = run_dir / FEATURES

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
+from ..config import LEGACY_TRAIN, RunConfig
 from ..io.run_reader import summary_value
 from ..summary import EvaluationSection, Summary, elbo_label, primary_fit
 from .diagnostics import diagnostics_sections, flatten
@@ -618,8 +618,9 @@ _RUN_OPTIONS: tuple[tuple[str, str, str, str | None], ...] = (
     ("--draws", "", "num_draws", _ALWAYS),
 )
 # A field missing from an older summary means the value the run used, not today's default:
-# pyro-spam 0.1.0 stopped at an ELBO plateau (its summaries have no ``stop``).
-_LEGACY_VALUES = {("train", "stop"): "plateau"}
+# pyro-spam 0.1.0 stopped at an ELBO plateau (its summaries have no ``stop``); settings added later
+# have the value older runs used (config.LEGACY_TRAIN).
+_LEGACY_VALUES = {("train", "stop"): "plateau", **{("train", k): v for k, v in LEGACY_TRAIN.items()}}
 # Derived, not chosen: each fit's ELBO comes from ``elbos`` (RunConfig.train_for).
 _DERIVED_FIELDS = {("train", "elbo")}
 
@@ -675,14 +676,21 @@ def unflagged_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     (e.g. ``adam_beta2`` given to :func:`pyro_spam.run`): the command of :func:`reproduce_args` does
     not reproduce them.
 
-    >>> unflagged_settings({"train": {"adam_beta2": 0.95, "lr": 0.05}})
+    A setting the configuration lacks had its legacy value (a file from before the setting existed).
+
+    >>> from pyro_spam.config import RunConfig, TrainConfig
+    >>> unflagged_settings(RunConfig(train=TrainConfig(adam_beta2=0.95, lr=0.05)).to_dict())
     {'adam_beta2': 0.95}
+    >>> unflagged_settings({"train": {"lr": 0.05}})  # saved before adam_beta1 existed
+    {'adam_beta1': 0.9}
     """
     defaults = _run_defaults()
     flagged = {(section, field) for _, section, field, _ in _RUN_OPTIONS} | _DERIVED_FIELDS
     out: dict[str, Any] = {}
     for section in ("features", "train"):
-        for field, value in (config.get(section) or {}).items():
+        part = dict(config.get(section) or {})
+        part.update({f: v for (sec, f), v in _LEGACY_VALUES.items() if sec == section and f not in part})
+        for field, value in part.items():
             if (section, field) not in flagged and value != defaults[section].get(field):
                 out[field] = value
     return out
@@ -800,8 +808,10 @@ def _reproduce_section(s: Summary, name: str) -> Section:
     extra = unflagged_settings(cfg)
     if extra:
         settings = ", ".join(f"`{k} = {v!r}`" for k, v in extra.items())
-        blocks.append(Para(f"It also set {settings}, which no `pyro-spam run` option sets: the command above does not repeat "
-                           "them; `pyro_spam.run(out, config=summary['meta']['config'])` repeats the whole configuration."))
+        one = len(extra) == 1
+        blocks.append(Para(f"It also set {settings}, which no option of the command sets, so the command does not repeat "
+                           f"{'it' if one else 'them'}; in Python, `pyro_spam.run(out, config=summary['meta']['config'])` repeats the "
+                           "whole configuration."))
     if len(follow) == 1:
         blocks.append(Para(f"followed by {follow[0]}."))
     elif follow:

@@ -7,7 +7,7 @@ like it step for step:
 * the guide scale is ``exp(u)`` of an unconstrained ``u`` (Pyro's transform for
   ``constraints.positive``), so Adam sees the same parameterisation;
 * the package's Adam (:mod:`.optim`, ``torch.optim.Adam``'s numbers) with the same settings as ``fit_svi``
-  (``cfg.lr``, ``cfg.adam_beta2``), loss = −ELBO, the ELBO recorded before each update;
+  (``cfg.lr``, ``cfg.adam_beta1``, ``cfg.adam_beta2``), loss = −ELBO, the ELBO recorded before each update;
 * the noise comes from a private generator seeded with ``cfg.seed`` and is drawn as an (S, 1, K+1)
   block per step, which is the exact stream SVI draws from the global generator after
   ``pyro.set_rng_seed(cfg.seed)``; mini-batches come from a second generator seeded with
@@ -55,7 +55,7 @@ class ManualStepper:
                  noise: torch.Generator) -> None:
         self.cfg, self.x, self.y, self.noise = cfg, x, y, noise
         self.loc, self.log_scale = loc.requires_grad_(True), log_scale.requires_grad_(True)
-        self.opt = Adam([self.loc, self.log_scale], lr=lr, betas=(0.9, cfg.adam_beta2))
+        self.opt = Adam([self.loc, self.log_scale], lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
         n = x.shape[0]
 
         def neg_elbo(loc_: Tensor, log_scale_: Tensor, eps: Tensor, xb: Tensor, yb: Tensor) -> tuple[Tensor, em.ElboParts]:

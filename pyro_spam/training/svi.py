@@ -140,7 +140,7 @@ def fit_svi(
     else:
         guide = make_guide(cfg.init_scale, init_loc, init_scale, kind=cfg.guide, rank=cfg.rank, init_scale_tril=init_tril)
     elbo = make_elbo(cfg.elbo, cfg.particles, jit=cfg.jit)
-    optim = PyroAdam({"lr": rule.lr, "betas": (0.9, cfg.adam_beta2)})  # pyro.optim.Adam's numbers, no torch._dynamo import
+    optim = PyroAdam({"lr": rule.lr, "betas": (cfg.adam_beta1, cfg.adam_beta2)})  # pyro.optim.Adam's numbers, no torch._dynamo import
     stepper = SviStepper(guide, elbo, optim, xt, yt, cfg.prior_scale, cfg.guide, cfg.rank)
     start = len(prev_hist) if prev_hist is not None else 0
     batches = batch_stream(n, cfg, start)
