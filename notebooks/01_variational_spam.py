@@ -215,7 +215,7 @@ for S in (4, 64, 1024):
 # Adam on the hand-written guide (`pyro.param` loc and a positive scale), S = 64 vectorised
 # particles, full batch (N is a few thousand, cheap per step, and mini-batch noise would dominate
 # the particle noise). Training stops when the parameter iterates have become stationary and
-# their average is accurate to 0.05 posterior sd (the learning rate is cut by 10 when they are
+# their average is accurate to 0.05 posterior sd (the learning rate is cut to 0.3× when they are
 # stationary but still too spread out); the fit returns that average. Notebook 02, section 4,
 # shows why the ELBO trace alone cannot tell. Once with each ELBO:
 
