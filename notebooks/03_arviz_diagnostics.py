@@ -413,7 +413,7 @@ lb = leaderboard(fs.X_train, fs.y_train, fs.X_test, fs.y_test, approx, nuts_draw
                  n_draws=1000, seed=SEED + 1, coef_names=fs.coef_names, loglik_fn=loglik_sum)
 board = pd.DataFrame([{"approximation": r["name"], "ELBO": r.get("elbo"), "k̂ median": r.get("khat_median"),
                        "k̂ range": "{:.2f}–{:.2f}".format(*r["khat_range"]) if r.get("khat_range") else "",
-                       "sd/NUTS min": r.get("sd_ratio_min"), "sd/NUTS max": r.get("sd_ratio_max"),
+                       "k̂ pooled": r.get("khat_pooled"), "sd/NUTS min": r.get("sd_ratio_min"), "sd/NUTS max": r.get("sd_ratio_max"),
                        "max |Δmean|/sd": r.get("mean_shift_max_in_sd"), "max W1/sd": r.get("w1_max_in_sd"),
                        "ρ pair": r.get("pair_rho"), "seconds": r.get("seconds")}
                       for r in lb["rows"]]).set_index("approximation")

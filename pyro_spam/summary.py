@@ -209,7 +209,8 @@ class DiagnosticsSection(TypedDict, total=False):
     """``summary["diagnostics"]``: ArviZ diagnostics of every fit (and NUTS after ``diagnose --nuts``).
 
     ``khat`` is one k̂ from the run's draws; ``khat_median`` and ``khat_range`` ([min, max]) are over
-    10 independent sets of draws (``per_fit[elbo]["khat_repeats"]``). ``per_fit[elbo]["loo_corrected"]``
+    10 independent sets of draws (``per_fit[elbo]["khat_repeats"]``, whose ``pooled`` is k̂ of all those
+    draws at once, ``pooled_draws`` of them: added in 0.6.0). ``per_fit[elbo]["loo_corrected"]``
     is PSIS-LOO corrected for q next to the naive ``loo``; the top-level ``loo_corrected`` is the exact
     model's LOO corrected from the linear-response Gaussian's draws (the most reliable proposal the run
     has). ``linear_response``: the LRVB covariance of
@@ -221,7 +222,8 @@ class DiagnosticsSection(TypedDict, total=False):
     ``guides``: the guide leaderboard (:func:`pyro_spam.diagnostics.guides.leaderboard`): ``rows`` (one per
     approximation: every fit, ``linear response (LRVB)``, ``<guide> + PSIS resampling``, ``Laplace at the MAP``,
     and ``NUTS`` after ``diagnose --nuts``; each with ``name``, ``key``, ``kind``, ``elbo``, ``khat_median``,
-    ``khat_range``, ``mean``, ``sd``, ``pair_rho``, ``lppd_test_per_message``, ``seconds``, and with NUTS
+    ``khat_range``, ``khat_pooled`` and ``khat_pooled_draws`` (0.6.0), ``mean``, ``sd``, ``pair_rho``,
+    ``lppd_test_per_message``, ``seconds``, and with NUTS
     ``sd_ratio``, ``sd_ratio_min``/``max``, ``mean_shift_max_in_sd``, ``w1_in_sd``, ``w1_max_in_sd``),
     ``pair`` (indices of the most correlated pair), ``pair_names``, ``pair_source``, ``reference``
     (``"nuts"`` or None).

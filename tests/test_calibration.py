@@ -99,6 +99,25 @@ def test_khat_repeats_reports_a_spread() -> None:
     assert bad["min"] <= bad["median"] <= bad["max"] and bad["reading"] == "unreliable"
 
 
+def test_khat_repeats_pools_all_its_draws() -> None:
+    """``pooled`` is k̂ of the repeats' draws taken together, recomputed here from the documented
+    draw streams; a 0.4×-too-narrow q reads unreliable pooled too, the exact posterior good."""
+    from pyro_spam.diagnostics.psis import log_prior, log_q, pareto_khat
+
+    cov = np.array([[1.0, -0.8], [-0.8, 1.0]])
+    prec = np.linalg.inv(cov)
+    loglik = lambda w: -0.5 * np.einsum("si,ij,sj->s", w, prec - np.eye(2), w)  # noqa: E731
+    scale = 0.4 * np.ones(2)
+    bad = khat_repeats(loglik, np.zeros(2), scale, repeats=4, n_draws=500, seed=7)
+    ratios = []
+    for r in range(4):
+        w = np.random.default_rng([7, 11, r]).standard_normal((500, 2)) * scale
+        ratios.append(loglik(w) + log_prior(w, 1.0) - log_q(w, np.zeros(2), scale))
+    assert bad["pooled"] == pareto_khat(np.concatenate(ratios), np.zeros(2000))[0] and bad["pooled_draws"] == 2000
+    assert bad["pooled"] > 0.7
+    assert khat_repeats(loglik, np.zeros(2), None, cov=cov, repeats=4, n_draws=500)["pooled"] < 0.5
+
+
 def test_sbc_resumes_to_the_same_numbers(monkeypatch) -> None:
     """Interrupted after 3 of 6 simulations (Ctrl-C inside a refit), the saved state continues to
     exactly the numbers of an uninterrupted study."""

@@ -234,6 +234,11 @@ def test_leaderboard_without_nuts_takes_the_pair_from_laplace():
     assert "sd_ratio" not in mf and mf["pair_rho"] == 0.0 and lp["pair_rho"] == pytest.approx(rho)
     assert mf["khat_range"][0] <= mf["khat_median"] <= mf["khat_range"][1]
     assert lp["elbo"] > mf["elbo"]  # the full covariance is closer to the posterior in KL(q‖p)
+    from pyro_spam.diagnostics.psis import khat_repeats
+
+    again = khat_repeats(lambda w: loglik_sum(w, x, y), lap.loc, np.sqrt(np.diag(lap.cov)), cov=lap.cov,
+                         n_draws=300, repeats=3, seed=1)
+    assert lp["khat_pooled"] == again["pooled"] and lp["khat_pooled_draws"] == 900
 
 
 def test_fit_covariances_prefer_the_cholesky_factor_then_the_summary():

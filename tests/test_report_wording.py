@@ -243,6 +243,23 @@ def test_leaderboard_count_matches_its_rows(nuts):
     assert ("and the NUTS reference they are judged against" in intro) == nuts
 
 
+def test_leaderboard_flags_a_khat_whose_two_estimates_straddle_a_threshold():
+    """Median 0.52 of one-set k̂s but 0.36 pooled: the text calls it borderline and the table shows the pooled
+    column; rows whose two estimates agree about 0.5 and 0.7 are not flagged; older runs (no pooled) have neither."""
+    lb = _board(True)
+    lb["rows"][1].update(khat_pooled=0.36, khat_pooled_draws=10000)
+    lb["rows"][0].update(khat_median=0.76, khat_pooled=0.93, khat_pooled_draws=10000)
+    text = " ".join(G.guides_text(lb))
+    assert "Borderline: linear response (LRVB) reads 0.52 as a median of one-set estimates but 0.36 from all 10,000 draws" in text
+    assert "mean-field VI reads" not in text and "and k̂ of all those draws pooled" in text
+    table = next(b for b in G.guides_section({"guides": lb}).blocks if hasattr(b, "rows"))
+    col = table.header.index("k̂, 10,000 draws pooled")
+    assert [row[col] for row in table.rows[:2]] == ["0.93", "0.36"] and table.header[col + 1] == "reading"
+    old = _board(True)
+    assert "Borderline" not in " ".join(G.guides_text(old))
+    assert not any("pooled" in h for h in next(b for b in G.guides_section({"guides": old}).blocks if hasattr(b, "rows")).header)
+
+
 def test_writeup_describes_only_what_was_computed():
     """Without `compare` the write-up does not describe refits or estimator variance as done; it says what
     is missing, in agreement (one missing part: singular)."""

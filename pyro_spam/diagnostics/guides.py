@@ -269,11 +269,13 @@ def most_correlated(cov: np.ndarray) -> tuple[int, int, float]:
 def _khat_block(reps: Mapping[str, Any] | None, single: float | None = None) -> dict[str, Any]:
     if not reps:
         return {"khat": single, "khat_median": single, "khat_range": None,
-                "khat_reading": None if single is None else khat_reading(single), "khat_repeats": None}
+                "khat_reading": None if single is None else khat_reading(single), "khat_repeats": None,
+                "khat_pooled": None, "khat_pooled_draws": None}
     med = float(reps["median"])
     return {"khat": single, "khat_median": med,
             "khat_range": [float(reps["min"]), float(reps["max"])], "khat_reading": khat_reading(med),
-            "khat_repeats": int(reps.get("repeats", len(reps.get("values") or [])))}
+            "khat_repeats": int(reps.get("repeats", len(reps.get("values") or []))),
+            "khat_pooled": _f(reps.get("pooled")), "khat_pooled_draws": reps.get("pooled_draws")}
 
 
 def _f(v: Any) -> float | None:

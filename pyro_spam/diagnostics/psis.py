@@ -277,20 +277,30 @@ def khat_repeats(loglik_fn: Any, loc: np.ndarray, scale: np.ndarray, *, cov: np.
     cov : ndarray of shape (K+1, K+1) or None
         Full covariance of q (None: diagonal ``scale²``).
 
-    Returns ``{"median", "min", "max", "values", "n_draws", "repeats", "reading"}``; the reading is
-    that of the median. The spread is the Monte Carlo uncertainty of a single k̂.
+    Returns ``{"median", "min", "max", "values", "n_draws", "repeats", "reading", "pooled",
+    "pooled_draws"}``; the reading is that of the median. The spread is the Monte Carlo uncertainty
+    of a single k̂. ``pooled`` is k̂ of all ``repeats × n_draws`` draws at once (no extra density
+    evaluations): the Pareto fit sees ~3× the tail draws of one set, so it carries less of a one-set
+    k̂'s small-sample bias, but near 0.5 it is no steadier than the median (default data, four draw
+    streams: the linear-response Gaussian 0.17–0.37 pooled against medians 0.49–0.55; the full-rank
+    optimum 0.22–0.56 against 0.33–0.51). Where the two fall on different sides of a threshold, the
+    k̂ is on the threshold.
     """
     loc = np.asarray(loc, dtype=np.float64)
     chol = np.linalg.cholesky(cov) if cov is not None else None
-    vals = []
+    vals, ratios = [], []
     for r in range(repeats):
         eps = np.random.default_rng([seed, 11, r]).standard_normal((n_draws, loc.size))
         w = loc + (eps @ chol.T if chol is not None else eps * scale)
-        k, _ = pareto_khat(np.asarray(loglik_fn(w)) + log_prior(w, prior_scale), log_q(w, loc, scale, cov))
+        log_p, lq = np.asarray(loglik_fn(w)) + log_prior(w, prior_scale), log_q(w, loc, scale, cov)
+        k, _ = pareto_khat(log_p, lq)
         vals.append(float(k))
+        ratios.append(np.asarray(log_p, dtype=np.float64) - np.asarray(lq, dtype=np.float64))
+    pooled, _ = pareto_khat(np.concatenate(ratios), np.zeros(sum(r.size for r in ratios)))
     med = float(np.median(vals))
     return {"median": med, "min": float(np.min(vals)), "max": float(np.max(vals)), "values": vals,
-            "n_draws": int(n_draws), "repeats": int(repeats), "reading": khat_reading(med)}
+            "n_draws": int(n_draws), "repeats": int(repeats), "reading": khat_reading(med),
+            "pooled": float(pooled), "pooled_draws": int(repeats * n_draws)}
 
 
 _PSIS_CHUNK = 128

@@ -470,17 +470,17 @@ def _theory_text(section: Mapping[str, Any]) -> str:
 def _guides_table(lb: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of the guide leaderboard for ``diagnostics.md`` and the terminal."""
     nuts = lb.get("reference") == "nuts"
-    header = ["approximation", "ELBO", "k̂ median", "k̂ min", "k̂ max"]
+    header = ["approximation", "ELBO", "k̂ median", "k̂ min", "k̂ max", "k̂ pooled"]
     header += ["sd/NUTS min", "sd/NUTS max", "max |Δmean|/sd", "max W1/sd"] if nuts else []
     header += ["ρ pair", "lppd/msg", "seconds"]
     rows = []
     for r in lb["rows"]:
         if r.get("key") == "nuts":  # the reference itself: no ELBO, no k̂, nothing to compare it with
-            rows.append([r["name"], "reference", "—", "—", "—"] + ["—"] * 4
+            rows.append([r["name"], "reference", "—", "—", "—", "—"] + ["—"] * 4
                         + [r.get("pair_rho"), r.get("lppd_test_per_message"), r.get("seconds")])
             continue
         kr = r.get("khat_range") or [None, None]
-        row = [r["name"], r.get("elbo"), r.get("khat_median"), kr[0], kr[1]]
+        row = [r["name"], r.get("elbo"), r.get("khat_median"), kr[0], kr[1], r.get("khat_pooled")]
         row += [r.get("sd_ratio_min"), r.get("sd_ratio_max"), r.get("mean_shift_max_in_sd"), r.get("w1_max_in_sd")] if nuts else []
         rows.append(row + [r.get("pair_rho"), r.get("lppd_test_per_message"), r.get("seconds")])
     return header, rows
@@ -569,7 +569,7 @@ def format_diagnostics(section: Mapping[str, Any], run_dir: str | Path | None = 
     lb = section.get("guides")
     if lb:
         pn = lb.get("pair_names") or ["", ""]
-        lines.append(f"guide leaderboard (ρ on {pn[0]}, {pn[1]}; k̂ median [min–max]"
+        lines.append(f"guide leaderboard (ρ on {pn[0]}, {pn[1]}; k̂ median [min–max] of 10 draw sets, pooled = all of them at once"
                      + ("; sd / NUTS sd min–max; max W1 in NUTS sd" if lb.get("reference") == "nuts" else "") + "):")
         for r in lb["rows"]:
             tail = (f"ρ {_n(r.get('pair_rho'), '+.2f')} | lppd {_n(r.get('lppd_test_per_message'), '.4f')}/msg | "
@@ -581,8 +581,9 @@ def format_diagnostics(section: Mapping[str, Any], run_dir: str | Path | None = 
             cmp_txt = (f" | sd ratio {_n(r.get('sd_ratio_min'), '.2f')}–{_n(r.get('sd_ratio_max'), '.2f')} | W1 {_n(r.get('w1_max_in_sd'), '.2f')}"
                        if r.get("sd_ratio_min") is not None else "")
             elbo = "—" if r.get("elbo") is None and r.get("gaussian") is False else _n(r.get("elbo"), ".2f")
+            pooled = f", pooled {_n(r.get('khat_pooled'), '.2f')}" if r.get("khat_pooled") is not None else ""
             lines.append(f"  {r['name']:>34}: ELBO {elbo} | k̂ {_n(r.get('khat_median'), '.2f')} "
-                         f"[{_n(kr[0], '.2f')}–{_n(kr[1], '.2f')}]{cmp_txt} | {tail}")
+                         f"[{_n(kr[0], '.2f')}–{_n(kr[1], '.2f')}]{pooled}{cmp_txt} | {tail}")
     lines += sbc_text(section, section.get("linear_response", {}).get("coef_names") or [])
     if run_dir is not None:
         lines.append(f"diagnostics written to {run_dir} ({', '.join(section['figures'])})")

@@ -77,7 +77,8 @@ def _overview(dg: Mapping[str, Any]) -> list[Any]:
     per_fit = dg.get("per_fit")
     if isinstance(per_fit, Mapping) and per_fit:
         cols = [("k̂ (one set of draws)", "khat", 2), ("k̂ median", "khat_median", 2), ("k̂ min", "khat_range/0", 2),
-                ("k̂ max", "khat_range/1", 2), ("reading", "khat_reading", None), ("PSIS ESS", "psis/ess", 0),
+                ("k̂ max", "khat_range/1", 2), ("k̂, all draws pooled", "khat_repeats/pooled", 2),
+                ("reading", "khat_reading", None), ("PSIS ESS", "psis/ess", 0),
                 ("elpd_loo naive", "loo/elpd", 1), ("SE", "loo/se", 1), ("elpd_loo corrected", "loo_corrected/elpd", 1),
                 ("p_loo", "loo/p_loo", 1), ("held-out lppd/msg", "loo/lppd_test_per_message", 4),
                 ("max Pareto k (naive)", "loo/k_max", 2), ("max Pareto k (corrected)", "loo_corrected/k_max", 2)]

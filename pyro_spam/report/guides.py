@@ -65,7 +65,9 @@ def guides_text(lb: Mapping[str, Any]) -> list[str]:
         what += f" and the NUTS reference {'they are' if n != 1 else 'it is'} judged against"
     intro = (f"{what}, one row each, on the same numbers: exact ELBO (Gauss–Hermite, no Monte Carlo "
              f"error; Gaussian rows only), PSIS k̂ as an importance sampler (median and range over {lb.get('repeats')} sets "
-             f"of {lb.get('n_draws')} draws: one k̂ varies by about ±0.1), held-out lppd from draws and wall time.")
+             f"of {lb.get('n_draws')} draws: one k̂ varies by about ±0.1"
+             + (", and k̂ of all those draws pooled" if any(_num(r.get("khat_pooled")) is not None for r in approx) else "")
+             + "), held-out lppd from draws and wall time.")
     if nuts is None:
         intro += (f" Without a NUTS reference the most correlated pair comes from {lb.get('pair_source') or 'the first rows'}; "
                   "`pyro-spam diagnose RUN --nuts` adds NUTS and the columns that compare with it (sd ratio, mean shift and "
@@ -103,6 +105,14 @@ def guides_text(lb: Mapping[str, Any]) -> list[str]:
         out.append(f"k̂ median ({_KHAT_WORDS}; Yao et al. 2018): " + "; ".join(parts) + f". {best_k['name']} covers the "
                    "posterior's tails best as an importance proposal; an unreliable k̂ means its draws cannot be reweighted "
                    "into posterior draws.")
+        split = [r for r in khats if _num(r.get("khat_pooled")) is not None
+                 and any((r["khat_median"] < t) != (r["khat_pooled"] < t) for t in (0.5, 0.7))]
+        if split:
+            n = split[0].get("khat_pooled_draws")
+            out.append("Borderline: " + "; ".join(f"{r['name']} reads {f(r['khat_median'], 2)} as a median of one-set "
+                                                  f"estimates but {f(r['khat_pooled'], 2)} from all {n:,} draws pooled" for r in split)
+                       + ". Both estimate the same tail, and near a threshold their difference is Monte Carlo error (either "
+                       "can move by ±0.15 with other draws), so read these as on the threshold, not on one side of it.")
     for r in approx:
         if r.get("key") != "psis":
             continue
@@ -132,7 +142,10 @@ def guides_section(dg: Mapping[str, Any], figures: Sequence[str] = ()) -> Sectio
     rows = [r for r in lb["rows"] if isinstance(r, Mapping)]
     has_nuts = lb.get("reference") == "nuts"
     pn = lb.get("pair_names") or ["", ""]
-    header = ["approximation", "kind", "ELBO", "k̂ median", "k̂ range", "reading"]
+    pooled_n = next((r.get("khat_pooled_draws") for r in rows if r.get("khat_pooled_draws")), None)
+    header = ["approximation", "kind", "ELBO", "k̂ median", "k̂ range"]
+    header += [f"k̂, {pooled_n:,} draws pooled"] if pooled_n else []
+    header.append("reading")
     if has_nuts:
         header += ["sd / NUTS sd", "max |Δmean| / sd", "max W1 / sd"]
     header += [f"ρ({pn[0]}, {pn[1]})", "held-out lppd/msg", "time (s)"]
@@ -141,7 +154,9 @@ def guides_section(dg: Mapping[str, Any], figures: Sequence[str] = ()) -> Sectio
         ref = r.get("key") == "nuts"
         elbo = NA if _no_elbo(r) else f(r.get("elbo"), 2)
         cells = [str(r.get("name")), str(r.get("kind")), elbo]
-        cells += [NA, NA, "reference"] if ref else [f(r.get("khat_median"), 2), _khat_cell(r), str(r.get("khat_reading") or "n/a")]
+        cells += [NA, NA] if ref else [f(r.get("khat_median"), 2), _khat_cell(r)]
+        cells += ([NA if ref else f(r.get("khat_pooled"), 2)] if pooled_n else [])
+        cells.append("reference" if ref else str(r.get("khat_reading") or "n/a"))
         if has_nuts:
             cells += [NA] * 3 if ref else [_range(r, "sd_ratio_min", "sd_ratio_max"), f(r.get("mean_shift_max_in_sd"), 2),
                                            f(r.get("w1_max_in_sd"), 2)]
