@@ -387,7 +387,8 @@ def _add_diagnose_parser(sub: Any) -> None:
                                         "directory; alone, recompute the ArviZ diagnostics `run` wrote (PSIS k̂, LOO, leaderboard)")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a directory written by `pyro-spam run`")
     p.add_argument("--nuts", action="store_true",
-                   help="run NUTS on the same model and features and compare it with VI (10–30 s on the default data)")
+                   help="run NUTS on the same model and features and compare it with VI (10–30 s on the default data; "
+                        "the leaderboard against NUTS then takes k̂ from sets of 16,000 draws, ~2.4 s per approximation)")
     p.add_argument("--chains", type=int, default=2, help="NUTS chains, run one after another (default 2)")
     p.add_argument("--warmup", type=int, default=500, help="NUTS adaptation steps per chain (default 500)")
     p.add_argument("--nuts-draws", type=int, default=1000, help="NUTS draws kept per chain (default 1000)")

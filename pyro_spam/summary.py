@@ -226,7 +226,8 @@ class DiagnosticsSection(TypedDict, total=False):
     ``lppd_test_per_message``, ``seconds``, and with NUTS
     ``sd_ratio``, ``sd_ratio_min``/``max``, ``mean_shift_max_in_sd``, ``w1_in_sd``, ``w1_max_in_sd``),
     ``pair`` (indices of the most correlated pair), ``pair_names``, ``pair_source``, ``reference``
-    (``"nuts"`` or None).
+    (``"nuts"`` or None), ``n_draws``, ``repeats`` and ``khat_draws`` (draws per k̂ set: the run's
+    ``n_draws``, or 16,000 against NUTS; 0.6.0).
     """
 
     primary: str

@@ -241,6 +241,24 @@ def test_leaderboard_without_nuts_takes_the_pair_from_laplace():
     assert lp["khat_pooled"] == again["pooled"] and lp["khat_pooled_draws"] == 900
 
 
+def test_khat_draws_sets_the_size_of_each_khat_set():
+    """``khat_draws`` changes only the k̂ sets (pooled over repeats × khat_draws draws, recomputed the same way),
+    not the draws the other columns use."""
+    from pyro_spam.diagnostics.psis import khat_repeats
+
+    x, y = _data(n=200, k=3)
+    lap = laplace(x, y)
+    approx = {"Laplace": {"loc": lap.loc, "cov": lap.cov, "seconds": 0.0, "kind": "reference"}}
+    small = leaderboard(x, y, x, y, approx, n_draws=300, repeats=3, seed=1)
+    big = leaderboard(x, y, x, y, approx, n_draws=300, repeats=3, seed=1, khat_draws=1200)
+    assert small["khat_draws"] == 300 and big["khat_draws"] == 1200 and big["n_draws"] == 300
+    again = khat_repeats(lambda w: loglik_sum(w, x, y), lap.loc, np.sqrt(np.diag(lap.cov)), cov=lap.cov,
+                         n_draws=1200, repeats=3, seed=1)
+    row = big["rows"][0]
+    assert row["khat_median"] == again["median"] and row["khat_pooled"] == again["pooled"] and row["khat_pooled_draws"] == 3600
+    assert row["lppd_test_per_message"] == small["rows"][0]["lppd_test_per_message"] and row["sd"] == small["rows"][0]["sd"]
+
+
 def test_fit_covariances_prefer_the_cholesky_factor_then_the_summary():
     """A fit's q: its Cholesky factor when it has one; else the summary's cov (a run read back from disk, whose
     guide files hold no factor); else diag(scale²)."""
@@ -323,3 +341,11 @@ def test_diagnose_nuts_adds_the_nuts_columns(tiny_run, tmp_path):
         assert len(r["sd_ratio"]) == 3 and len(r["w1_in_sd"]) == 3 and r["w1_max_in_sd"] == max(r["w1_in_sd"])
     report = (copy / "report.md").read_text()
     assert "matches the marginal sds best" in report and "sd / NUTS sd" in report
+    # against NUTS, k̂ comes from sets of REFERENCE_KHAT_DRAWS draws (the run's 1000-draw k̂s are not reused)
+    from pyro_spam.pipeline.guides import REFERENCE_KHAT_DRAWS
+
+    assert lb["khat_draws"] == REFERENCE_KHAT_DRAWS > lb["n_draws"]
+    for r in lb["rows"][:-1]:
+        if r["gaussian"] or r["key"] == "psis":
+            assert r["khat_pooled_draws"] == 10 * REFERENCE_KHAT_DRAWS
+    assert f"10 sets of {REFERENCE_KHAT_DRAWS:,} draws, and k̂ of all those draws pooled; sets of the run's {lb['n_draws']:,} draws" in report

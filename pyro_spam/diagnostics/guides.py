@@ -286,7 +286,7 @@ def leaderboard(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_
                 approximations: Mapping[str, Mapping[str, Any]], *, nuts_draws: np.ndarray | None = None,
                 nuts_seconds: float | None = None, prior_scale: float = 1.0, n_draws: int = 1000,
                 repeats: int = KHAT_REPEATS, seed: int = 0, coef_names: Sequence[str] | None = None,
-                loglik_fn: LoglikSum | None = None, pair_from: str | None = None) -> dict[str, Any]:
+                loglik_fn: LoglikSum | None = None, pair_from: str | None = None, khat_draws: int | None = None) -> dict[str, Any]:
     """One row per approximation of the posterior, on the same numbers; NUTS columns when ``nuts_draws`` are given.
 
     approximations : mapping of name to dict
@@ -302,11 +302,14 @@ def leaderboard(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_
     pair_from : str or None
         Row whose covariance names the most correlated pair when there is no NUTS (default: the
         first ``"reference"`` row with a covariance, else the first ``"correction"``, else any).
+    khat_draws : int or None
+        Draws per k̂ set (default ``n_draws``). A k̂ near 0.5 from 1000-draw sets can read high
+        (:data:`pyro_spam.pipeline.guides.REFERENCE_KHAT_DRAWS` has the measurements).
 
-    Returns ``{"rows", "pair", "pair_names", "pair_source", "reference", "coef_names", "n_draws", "repeats"}``.
-    Each row: ``name``, ``key``, ``kind``, ``gaussian``, ``elbo`` (exact, Gaussian rows), ``khat``,
-    ``khat_median``, ``khat_range`` ([min, max] over ``repeats`` sets of ``n_draws`` draws: one k̂
-    from 1000 draws varies by about ±0.1), ``khat_reading``, ``mean``, ``sd``, ``pair_mean``,
+    Returns ``{"rows", "pair", "pair_names", "pair_source", "reference", "coef_names", "n_draws", "repeats",
+    "khat_draws"}``. Each row: ``name``, ``key``, ``kind``, ``gaussian``, ``elbo`` (exact, Gaussian rows), ``khat``,
+    ``khat_median``, ``khat_range`` ([min, max] over ``repeats`` sets of ``khat_draws`` draws: one k̂
+    from 1000 draws varies by about ±0.1), ``khat_pooled`` (all those draws at once), ``khat_reading``, ``mean``, ``sd``, ``pair_mean``,
     ``pair_cov`` (2×2), ``pair_rho`` (correlation on the table's pair), ``strongest`` (its own most
     correlated pair), ``lppd_test_per_message`` (from ``n_draws`` draws), ``seconds``; with NUTS also
     ``sd_ratio`` (per coefficient), ``sd_ratio_min``/``max``, ``mean_shift_in_sd`` and its max, ``w1_in_sd`` (per
@@ -315,6 +318,7 @@ def leaderboard(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_
     the NUTS draws, the resolution of that column.
     """
     ll_fn = loglik_fn or loglik_sum
+    khat_draws = int(khat_draws or n_draws)
     d = _design(x_train).shape[1]
     names = list(coef_names) if coef_names is not None else [f"w{j}" for j in range(d)]
     nuts = None
@@ -332,7 +336,7 @@ def leaderboard(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_
         key = np.asarray(loc, dtype=np.float64).tobytes() + np.asarray(cov, dtype=np.float64).tobytes()
         if key not in computed:
             computed[key] = khat_repeats(lambda w: ll_fn(w, x_train, y_train), np.asarray(loc, dtype=np.float64),
-                                         np.sqrt(np.diag(cov)), cov=cov, prior_scale=prior_scale, n_draws=n_draws,
+                                         np.sqrt(np.diag(cov)), cov=cov, prior_scale=prior_scale, n_draws=khat_draws,
                                          repeats=repeats, seed=seed)
         return computed[key]
 
@@ -377,7 +381,7 @@ def leaderboard(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_
                         "w1_in_sd": w1.tolist(), "w1_max_in_sd": float(w1.max())})
         rows.append(row)
         samples.append(mcov)
-    out: dict[str, Any] = {"coef_names": names, "n_draws": int(n_draws), "repeats": int(repeats),
+    out: dict[str, Any] = {"coef_names": names, "n_draws": int(n_draws), "repeats": int(repeats), "khat_draws": khat_draws,
                            "reference": "nuts" if nuts is not None else None}
     if nuts is not None:
         i, j, rho = most_correlated(nuts_cov)

@@ -49,7 +49,7 @@ from ..summary import draw_seed, fit_label, primary_fit
 from ..training.engines import torch_threads
 from ..types import Draws, FitResult
 from .calibrate import SBC_KEYS, draw_sbc_figures, sbc_diagnostics, sbc_text
-from .guides import draw_guides_figure, fit_covariances, guides_section
+from .guides import REFERENCE_KHAT_DRAWS, draw_guides_figure, fit_covariances, guides_section
 from .lrvb import linear_response_section
 
 __all__ = [
@@ -291,8 +291,9 @@ def nuts_diagnostics(inp: RunInputs, fits: Mapping[str, FitResult], idatas: Mapp
 
 def guide_leaderboard(inp: RunInputs, fits: Mapping[str, FitResult], section: dict[str, Any], out: Path, *,
                       covs: Mapping[str, np.ndarray] | None = None, nuts_idata: az.InferenceData | None = None) -> list[str]:
-    """``section["guides"]`` (the leaderboard, with NUTS columns when ``nuts_idata`` is given) and ``guides_pair.png``
-    in ``out``; returns the figure's name. Its cost goes into ``section["seconds"]["guides"]``."""
+    """``section["guides"]`` (the leaderboard, with NUTS columns when ``nuts_idata`` is given, and then k̂ from
+    sets of :data:`~pyro_spam.pipeline.guides.REFERENCE_KHAT_DRAWS` draws) and ``guides_pair.png`` in ``out``;
+    returns the figure's name. Its cost goes into ``section["seconds"]["guides"]``."""
     t0 = time.perf_counter()
     nuts_draws = nuts_seconds = None
     if nuts_idata is not None:
@@ -302,7 +303,8 @@ def guide_leaderboard(inp: RunInputs, fits: Mapping[str, FitResult], section: di
     with torch_threads(1):  # small matmuls, as in vi_diagnostics
         section["guides"] = guides_section(fits, section, inp.x_train, inp.y_train, inp.x_test, inp.y_test, inp.coef_names,
                                            prior_scale=inp.prior_scale, n_draws=inp.num_draws, seed=draw_seed(inp.seed),
-                                           covs=covs, nuts_draws=nuts_draws, nuts_seconds=nuts_seconds)
+                                           covs=covs, nuts_draws=nuts_draws, nuts_seconds=nuts_seconds,
+                                           khat_draws=REFERENCE_KHAT_DRAWS if nuts_draws is not None else None)
     figures = draw_guides_figure(section["guides"], out, nuts_draws)
     section.setdefault("seconds", {})["guides"] = time.perf_counter() - t0
     return figures

@@ -47,6 +47,17 @@ def _khat_cell(r: Mapping[str, Any]) -> str:
     return f"{f(rng[0], 2)}–{f(rng[1], 2)}" if rng else "n/a"
 
 
+def _khat_draws_text(lb: Mapping[str, Any], pooled: bool) -> str:
+    """``10 sets of 1000 draws, …: one k̂ varies by about ±0.1``, or for larger sets (the NUTS-referenced
+    leaderboard) why they are larger."""
+    n, kd = lb.get("n_draws"), lb.get("khat_draws") or lb.get("n_draws")
+    head = f"{lb.get('repeats')} sets of {kd:,} draws" if isinstance(kd, int) else f"{lb.get('repeats')} sets of {kd} draws"
+    head += ", and k̂ of all those draws pooled" if pooled else ""
+    if isinstance(kd, int) and isinstance(n, int) and kd > n:
+        return f"{head}; sets of the run's {n:,} draws overstate a k̂ near 0.5"
+    return f"{head}; one k̂ from {kd} draws varies by about ±0.1"
+
+
 def guides_text(lb: Mapping[str, Any]) -> list[str]:
     """The section's paragraphs, generated from the leaderboard's numbers."""
     rows = [r for r in lb.get("rows") or [] if isinstance(r, Mapping)]
@@ -64,9 +75,8 @@ def guides_text(lb: Mapping[str, Any]) -> list[str]:
     if nuts is not None:
         what += f" and the NUTS reference {'they are' if n != 1 else 'it is'} judged against"
     intro = (f"{what}, one row each, on the same numbers: exact ELBO (Gauss–Hermite, no Monte Carlo "
-             f"error; Gaussian rows only), PSIS k̂ as an importance sampler (median and range over {lb.get('repeats')} sets "
-             f"of {lb.get('n_draws')} draws: one k̂ varies by about ±0.1"
-             + (", and k̂ of all those draws pooled" if any(_num(r.get("khat_pooled")) is not None for r in approx) else "")
+             "error; Gaussian rows only), PSIS k̂ as an importance sampler (median and range over "
+             + _khat_draws_text(lb, any(_num(r.get("khat_pooled")) is not None for r in approx))
              + "), held-out lppd from draws and wall time.")
     if nuts is None:
         intro += (f" Without a NUTS reference the most correlated pair comes from {lb.get('pair_source') or 'the first rows'}; "
