@@ -129,7 +129,7 @@ class TrainConfig:
         Adam's first-moment (momentum) decay. With 0.9 (torch's default) the momentum makes the
         iterates ring around the optimum for ~100 steps after reaching it, and the iterate stop
         rule, which waits for stationary iterates, stops later: on the default data 193–256 steps
-        with 0.9, 146–193 with 0.8 (``benchmarks/results/convergence_thresholds.md``). Runs saved
+        with 0.9, 160–193 with 0.8 (``benchmarks/results/convergence_thresholds.md``). Runs saved
         before this option existed used 0.9 (their saved configuration reads back as such).
     adam_beta2 : float, default=0.9
         Adam's second-moment decay. The default 0.999 remembers the first steps' huge gradients

@@ -571,7 +571,8 @@ def format_diagnostics(section: Mapping[str, Any], run_dir: str | Path | None = 
     lb = section.get("guides")
     if lb:
         pn = lb.get("pair_names") or ["", ""]
-        lines.append(f"guide leaderboard (ρ on {pn[0]}, {pn[1]}; k̂ median [min–max] of 10 draw sets, pooled = all of them at once"
+        lines.append(f"guide leaderboard (ρ on {pn[0]}, {pn[1]}; k̂ median [min–max] of {lb.get('repeats')} sets of "
+                     f"{lb.get('khat_draws') or lb.get('n_draws')} draws, pooled = all of them at once"
                      + ("; sd / NUTS sd min–max; max W1 in NUTS sd" if lb.get("reference") == "nuts" else "") + "):")
         for r in lb["rows"]:
             tail = (f"ρ {_n(r.get('pair_rho'), '+.2f')} | lppd {_n(r.get('lppd_test_per_message'), '.4f')}/msg | "
